@@ -1,0 +1,3 @@
+"""uaclm-dist: distributed uncertainty-aware fine-tuning (UA-CLM, arXiv 2412.02904) and evaluation."""
+
+__version__ = "0.1.0"
