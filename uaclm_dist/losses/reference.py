@@ -43,8 +43,8 @@ class LossOutput:
     """A loss value plus the per-micro-batch diagnostics every objective reports.
 
     ``loss`` is a differentiable scalar. All other fields are detached 0-d float tensors (float32,
-    or float64 for float64 inputs). Means over an empty set are NaN (with the matching count 0), so a
-    logger can tell "no such token" from "entropy 0".
+    or float64 for float64 inputs). Means over an empty set are NaN (with the matching count 0),
+    so a logger can tell "no such token" from "entropy 0".
 
     Attributes:
         loss: the objective's scalar loss.
@@ -171,7 +171,7 @@ def log_tanh(h: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over ``mask`` (0 when the mask is empty; used for loss terms)."""
     count = mask.sum()
     total = torch.where(mask, x, torch.zeros_like(x)).sum()
@@ -206,15 +206,15 @@ def diagnostics(stats: TokenStats) -> dict[str, torch.Tensor]:
     )
 
 
-def _ua_terms(stats: TokenStats, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def ua_terms(stats: TokenStats, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Paper Eq. 2 over one set of positions: (incorrect term, correct term), both >= 0."""
     incorrect = stats.valid & ~stats.correct
     prob_pred = stats.log_prob_pred.exp()  # P_i, differentiable
     h = stats.entropy
     # Incorrect predictions: push entropy up, weighted by the (over)confidence P_i.
-    incorrect_term = -_masked_mean(prob_pred * log_tanh(h, eps), incorrect)
+    incorrect_term = -masked_mean(prob_pred * log_tanh(h, eps), incorrect)
     # Correct predictions: push entropy down, weighted by the under-confidence 1 - P_i.
-    correct_term = -_masked_mean((1.0 - prob_pred) * log_one_minus_tanh(h), stats.correct)
+    correct_term = -masked_mean((1.0 - prob_pred) * log_one_minus_tanh(h), stats.correct)
     return incorrect_term, correct_term
 
 
@@ -240,7 +240,7 @@ def ua_terms_pooled(
     least one supervised position.
     """
     if pooling == "batch":
-        return _ua_terms(stats, eps)
+        return ua_terms(stats, eps)
     if pooling != "sequence":
         raise ValueError(f"ua_pooling must be 'batch' or 'sequence', got {pooling!r}")
     batch, seq = stats.valid.shape
@@ -250,7 +250,7 @@ def ua_terms_pooled(
         row[b] = True
         if not bool((stats.valid & row).any()):
             continue
-        inc, cor = _ua_terms(_select(stats, row), eps)
+        inc, cor = ua_terms(_select(stats, row), eps)
         incorrect_terms.append(inc)
         correct_terms.append(cor)
     if not incorrect_terms:
@@ -259,7 +259,9 @@ def ua_terms_pooled(
     return torch.stack(incorrect_terms).mean(), torch.stack(correct_terms).mean()
 
 
-def _output(loss: torch.Tensor, stats: TokenStats, terms: dict[str, torch.Tensor]) -> LossOutput:
+def loss_output(
+    loss: torch.Tensor, stats: TokenStats, terms: dict[str, torch.Tensor]
+) -> LossOutput:
     return LossOutput(
         loss=loss, terms={k: v.detach() for k, v in terms.items()}, **diagnostics(stats)
     )
@@ -284,7 +286,9 @@ def ua_clm_loss(
     stats = token_statistics(logits, labels, ignore_index)
     incorrect_term, correct_term = ua_terms_pooled(stats, pooling, eps)
     ua = incorrect_term + correct_term
-    return _output(ua, stats, {"ua": ua, "ua_incorrect": incorrect_term, "ua_correct": correct_term})
+    return loss_output(
+        ua, stats, {"ua": ua, "ua_incorrect": incorrect_term, "ua_correct": correct_term}
+    )
 
 
 def clm_loss(
@@ -292,8 +296,8 @@ def clm_loss(
 ) -> LossOutput:
     """Standard causal-LM cross-entropy, mean over supervised positions (0 if there are none)."""
     stats = token_statistics(logits, labels, ignore_index)
-    clm = _masked_mean(-stats.log_prob_label, stats.valid)
-    return _output(clm, stats, {"clm": clm})
+    clm = masked_mean(-stats.log_prob_label, stats.valid)
+    return loss_output(clm, stats, {"clm": clm})
 
 
 def clm_plus_ua_loss(
@@ -305,14 +309,14 @@ def clm_plus_ua_loss(
     pooling: str = "batch",
     eps: float = 1e-6,
 ) -> LossOutput:
-    """``L_CLM + beta * L_UA``: the paper's objective for LLaVA (beta from :func:`beta_schedule`)."""
+    """``L_CLM + beta * L_UA``: the paper's objective for LLaVA (beta: :func:`beta_schedule`)."""
     stats = token_statistics(logits, labels, ignore_index)
-    clm = _masked_mean(-stats.log_prob_label, stats.valid)
+    clm = masked_mean(-stats.log_prob_label, stats.valid)
     incorrect_term, correct_term = ua_terms_pooled(stats, pooling, eps)
     ua = incorrect_term + correct_term
     loss = clm + beta * ua
     terms = {"clm": clm, "ua": ua, "ua_incorrect": incorrect_term, "ua_correct": correct_term}
-    return _output(loss, stats, terms)
+    return loss_output(loss, stats, terms)
 
 
 def beta_schedule(
@@ -361,7 +365,7 @@ def unlikelihood_loss(
     candidates = seen_before & ~onehot.bool()  # minus the current target
     ul_per_token = -(torch.log(torch.clamp(1.0 - p, min=min_one_minus_p)) * candidates).sum(-1)
 
-    clm = _masked_mean(-stats.log_prob_label, stats.valid)
-    ul = _masked_mean(ul_per_token, stats.valid)
+    clm = masked_mean(-stats.log_prob_label, stats.valid)
+    ul = masked_mean(ul_per_token, stats.valid)
     loss = clm + alpha * ul
-    return _output(loss, stats, {"clm": clm, "ul": ul})
+    return loss_output(loss, stats, {"clm": clm, "ul": ul})

@@ -1,0 +1,100 @@
+"""Worker for the vocab-parallel tests: one gloo process per rank (spawned by test_fused_losses).
+
+Every rank builds the same global inputs from a seed, keeps its own tokens and its vocabulary
+shard, runs ``vocab_parallel_loss`` + backward for each case, and saves what it computed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+from uaclm_dist.losses.vocab_parallel import vocab_parallel_loss, vocab_shard_range
+
+VOCAB = 37
+HIDDEN = 6
+SEQ = 4
+
+
+def rank_batch(rank: int) -> int:
+    """Uneven micro-batches: rank r holds 1 + r sequences."""
+    return 1 + rank
+
+
+def make_inputs(world: int, dtype: torch.dtype, case: str, seed: int = 0):
+    """Global inputs: per-rank hidden [B_r, SEQ, H] and labels [B_r, SEQ]; head [V, H], bias [V]."""
+    g = torch.Generator().manual_seed(seed)
+    if case == "ties":
+        # Small integers make every logit exact, and duplicated head rows (across shard
+        # boundaries) make exact ties whose lowest index must win, as torch.argmax does.
+        weight = torch.randint(-2, 3, (VOCAB, HIDDEN), generator=g).to(dtype)
+        weight[VOCAB - 1] = weight[0]
+        weight[VOCAB // 2] = weight[1]
+        weight[VOCAB // 2 + 1] = weight[0]
+        bias = torch.zeros(VOCAB, dtype=dtype)
+    else:
+        weight = torch.randn(VOCAB, HIDDEN, generator=g, dtype=torch.float64).to(dtype)
+        bias = torch.randn(VOCAB, generator=g, dtype=torch.float64).to(dtype) * 0.5
+    hiddens, labels = [], []
+    for r in range(world):
+        shape = (rank_batch(r), SEQ, HIDDEN)
+        if case == "ties":
+            h = torch.randint(-2, 3, shape, generator=g).to(dtype)
+        else:
+            h = torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+        y = torch.randint(0, VOCAB, shape[:2], generator=g)
+        pred = (h.double() @ weight.double().T + bias.double()).argmax(-1)
+        if case == "all_correct":
+            y = pred.clone()
+        elif case == "all_incorrect":
+            y = (pred + 1) % VOCAB
+        else:
+            y[:, 0] = pred[:, 0]  # some correct tokens
+        y[0, 1] = -100
+        if r == 1 and world > 2:
+            y[:] = -100  # a rank with no supervised token must still take part
+        hiddens.append(h)
+        labels.append(y)
+    return hiddens, labels, weight, bias
+
+
+CASES = [
+    # (case, objective, kwargs)
+    ("random", "clm", {}),
+    ("random", "ua_clm", {}),
+    ("random", "ua_clm", {"pooling": "sequence"}),
+    ("random", "clm+ua", {"beta": 0.3}),
+    ("all_correct", "ua_clm", {}),
+    ("all_incorrect", "ua_clm", {}),
+    ("ties", "ua_clm", {}),
+]
+
+
+def run_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        results = []
+        for dtype in (torch.float64, torch.float32):
+            for case, objective, kwargs in CASES:
+                hiddens, labels, weight, bias = make_inputs(world, dtype, case)
+                start, end = vocab_shard_range(VOCAB, rank, world)
+                h = hiddens[rank].clone().requires_grad_(True)
+                w = weight[start:end].clone().requires_grad_(True)
+                b = bias[start:end].clone().requires_grad_(True)
+                out = vocab_parallel_loss(
+                    h, w, labels[rank], vocab_start=start, group=None, objective=objective,
+                    bias_shard=b, chunk_tokens=3, chunk_vocab=5, **kwargs,
+                )  # fmt: skip
+                out.loss.backward()
+                results.append(
+                    dict(
+                        dtype=dtype, case=case, objective=objective, kwargs=kwargs,
+                        loss=out.loss.detach(), grad_hidden=h.grad, grad_weight=w.grad,
+                        grad_bias=b.grad, start=start, end=end, diagnostics=out.as_floats(),
+                    )
+                )  # fmt: skip
+        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,136 @@
+"""Fused loss from hidden states: the LM head and the loss in one chunked pass.
+
+``fused_loss`` never materializes ``[tokens, vocab]`` logits: the forward keeps five numbers per
+token (see :mod:`uaclm_dist.losses.token_stats`), the backward recomputes logits one chunk at a
+time. Memory above the inputs is ``O(chunk_tokens * chunk_vocab)`` plus the ``[N, H]`` hidden-state
+gradient, whatever the vocabulary size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from uaclm_dist.losses import token_stats as ts
+from uaclm_dist.losses.objectives import compose_objective
+from uaclm_dist.losses.reference import IGNORE_INDEX, LossOutput, TokenStats
+
+
+class FusedTokenStats(torch.autograd.Function):
+    """``(hidden [N,H], weight [V,H], bias [V]|None, labels [N]) -> (log p_y, log P, H, pred)``.
+
+    All outputs are ``[N]``; the first three are differentiable (stat dtype), ``pred`` is int64.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, chunk_tokens, chunk_vocab):
+        state = ts.partial_state(
+            hidden, weight, bias, labels, chunk_tokens=chunk_tokens, chunk_vocab=chunk_vocab
+        )
+        stats = ts.finalize(state)
+        ctx.save_for_backward(hidden, weight, bias, labels, stats.lse, stats.mean_logit, stats.pred)
+        ctx.chunks = (chunk_tokens, chunk_vocab)
+        ctx.mark_non_differentiable(stats.pred)
+        return stats.log_prob_label, stats.log_prob_pred, stats.entropy, stats.pred
+
+    @staticmethod
+    def backward(ctx, grad_label, grad_pred, grad_entropy, _grad_argmax):
+        hidden, weight, bias, labels, lse, mean_logit, pred = ctx.saved_tensors
+        stats = ts.FinalStats(None, None, None, pred, lse, mean_logit)
+        grads = [
+            torch.zeros_like(lse) if g is None else g for g in (grad_label, grad_pred, grad_entropy)
+        ]
+        need_weight_grad = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        grad_hidden, grad_weight, grad_bias = ts.backward_chunks(
+            hidden, weight, bias, labels, stats, *grads,
+            need_weight_grad=need_weight_grad,
+            chunk_tokens=ctx.chunks[0],
+            chunk_vocab=ctx.chunks[1],
+        )  # fmt: skip
+        return (
+            grad_hidden.to(hidden.dtype) if ctx.needs_input_grad[0] else None,
+            grad_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None,
+            grad_bias.to(bias.dtype) if grad_bias is not None and ctx.needs_input_grad[2] else None,
+            None,
+            None,
+            None,
+        )
+
+
+def flatten_tokens(
+    hidden: torch.Tensor, labels: torch.Tensor, sequence_ids: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Accept ``[B, T, H]`` / ``[B, T]`` (sequence ids = row index) or flat ``[N, H]`` / ``[N]``."""
+    if hidden.dim() == 3:
+        batch, seq, width = hidden.shape
+        if labels.shape != (batch, seq):
+            raise ValueError(
+                f"labels {tuple(labels.shape)} do not match hidden {tuple(hidden.shape)}"
+            )
+        if sequence_ids is None:
+            sequence_ids = torch.arange(batch, device=labels.device).repeat_interleave(seq)
+        return hidden.reshape(batch * seq, width), labels.reshape(-1), sequence_ids.reshape(-1)
+    if hidden.dim() != 2 or labels.shape != hidden.shape[:1]:
+        raise ValueError(
+            f"expected hidden [N, H] with labels [N] (or [B, T, H] with [B, T]); got "
+            f"{tuple(hidden.shape)} and {tuple(labels.shape)}"
+        )
+    return hidden, labels, sequence_ids
+
+
+def select_supervised(
+    hidden: torch.Tensor, labels: torch.Tensor, sequence_ids: torch.Tensor | None, ignore_index: int
+):
+    """Keep only the rows whose label is not ``ignore_index`` (differentiable row selection)."""
+    keep = torch.nonzero(labels != ignore_index, as_tuple=True)[0]
+    ids = None if sequence_ids is None else sequence_ids.index_select(0, keep)
+    return hidden.index_select(0, keep), labels.index_select(0, keep), ids
+
+
+def stats_from_outputs(log_prob_label, log_prob_pred, entropy, pred, labels) -> TokenStats:
+    """Wrap the Function outputs for supervised-only tokens as flat :class:`TokenStats`."""
+    valid = torch.ones_like(labels, dtype=torch.bool)
+    return TokenStats(entropy, log_prob_pred, log_prob_label, pred, valid, pred == labels)
+
+
+def fused_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    objective: str,
+    bias: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    pooling: str = "batch",
+    eps: float = 1e-6,
+    beta: float | None = None,
+    chunk_tokens: int | None = None,
+    chunk_vocab: int | None = None,
+    sequence_ids: torch.Tensor | None = None,
+) -> LossOutput:
+    """The objective computed from final hidden states and the LM head, without full logits.
+
+    Args:
+        hidden: ``[N, H]`` final (post-norm) hidden states, or ``[B, T, H]``.
+        weight: ``[V, H]`` LM-head weight; its gradient is computed only if it requires grad.
+        labels: ``[N]`` (or ``[B, T]``) targets aligned with ``hidden`` (row i predicts labels[i]).
+        objective: ``clm``, ``ua_clm`` or ``clm+ua``.
+        bias: optional ``[V]`` LM-head bias.
+        pooling, eps, beta: as in :mod:`uaclm_dist.losses.reference`.
+        chunk_tokens, chunk_vocab: chunk sizes (defaults 1024 tokens x 4096 vocabulary columns,
+            i.e. 16 MiB of fp32 logits per chunk).
+        sequence_ids: ``[N]`` sequence of each token (``sequence`` pooling with flat inputs).
+    """
+    hidden, labels, sequence_ids = flatten_tokens(hidden, labels, sequence_ids)
+    hidden, labels, sequence_ids = select_supervised(hidden, labels, sequence_ids, ignore_index)
+    outputs = FusedTokenStats.apply(
+        hidden,
+        weight,
+        bias,
+        labels,
+        chunk_tokens or ts.DEFAULT_CHUNK_TOKENS,
+        chunk_vocab or ts.DEFAULT_CHUNK_VOCAB,
+    )
+    stats = stats_from_outputs(*outputs, labels)
+    return compose_objective(
+        objective, stats, sequence_ids=sequence_ids, pooling=pooling, eps=eps, beta=beta
+    )
