@@ -1,0 +1,246 @@
+"""The `uaclm` console script: config subcommands, exit statuses and messages for bad configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from uaclm_dist import cli
+from uaclm_dist.config import REPO_ROOT, RunConfig, load_config
+
+
+@pytest.fixture
+def ds_config(tmp_path: Path) -> Path:
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
+    return path
+
+
+@pytest.fixture
+def good(tmp_path: Path, ds_config: Path) -> Path:
+    """A small valid config file whose DeepSpeed config is tmp_path/ds.json."""
+    path = tmp_path / "good.yaml"
+    path.write_text(
+        "model:\n  name_or_path: tiny-llama\n"
+        "data:\n  format: fanoutqa\n  max_examples: 16\n"
+        "optim:\n  max_steps: 2\n"
+        "distributed:\n  deepspeed_config: ds.json\n"
+    )
+    return path
+
+
+def write(tmp_path: Path, text: str, name: str = "bad.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_config_error(capsys, argv, *needles: str) -> str:
+    """The command exits 2 with `uaclm: error:` and every needle on stderr; returns stderr."""
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2, (code, out, err)
+    assert err.startswith("uaclm: error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in {err!r}"
+    return err
+
+
+# --------------------------------------------------------------------------- bad configs: exit 2
+
+
+def test_unknown_top_level_key(tmp_path, capsys, good):
+    path = write(tmp_path, good.read_text() + "trainer:\n  lr: 1\n")
+    assert_config_error(capsys, ["config", "check", path], "unknown key 'trainer'",
+                        str(path), "valid keys at the top level")
+
+
+def test_typo_gets_a_suggestion(tmp_path, capsys, good):
+    path = write(tmp_path, good.read_text().replace("model:\n", "model:\n  lora:\n    rnak: 8\n"))
+    assert_config_error(
+        capsys, ["config", "check", path],
+        f"unknown key 'model.lora.rnak' in {path}; did you mean 'model.lora.rank'?",
+    )
+
+
+def test_wrong_type_from_command_line(capsys, good):
+    assert_config_error(capsys, ["config", "show", good, "optim.lr=abc"],
+                        "'optim.lr'", "command line", "expected float", "'abc'")
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.lora.dropout=1.5", "'model.lora.dropout'"),
+    ("data.train_fraction=0", "'data.train_fraction'"),
+    ("distributed.num_workers=-1", "'distributed.num_workers'"),
+])
+def test_out_of_range(capsys, good, override, key):
+    assert_config_error(capsys, ["config", "check", good, override], key, "command line",
+                        override.partition("=")[2])
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert_config_error(capsys, ["config", "check", tmp_path / "nope.yaml"],
+                        "config file", "nope.yaml", "not found")
+
+
+def test_missing_deepspeed_config(capsys, good):
+    assert_config_error(capsys, ["config", "check", good, "distributed.deepspeed_config=z9.json"],
+                        "'distributed.deepspeed_config'", "z9.json", "not found")
+
+
+def test_unknown_objective(tmp_path, capsys, good):
+    path = write(tmp_path, good.read_text() + "objective:\n  name: uaclm\n")
+    assert_config_error(capsys, ["config", "check", path], "'objective.name'", str(path),
+                        "clm, ua_clm, clm+ua, ult", "did you mean 'ua_clm'?")
+
+
+def test_invalid_yaml_names_the_line(tmp_path, capsys):
+    path = write(tmp_path, "model:\n  name_or_path: tiny-llama\noptim: [1, 2\n")
+    assert_config_error(capsys, ["config", "check", path], "invalid YAML", str(path), "line 4")
+
+
+def test_non_mapping_yaml(tmp_path, capsys):
+    path = write(tmp_path, "- model\n- data\n")
+    assert_config_error(capsys, ["config", "check", path], "top level", "must be a mapping",
+                        "got a list")
+
+
+def test_override_without_equals(capsys, good):
+    assert_config_error(capsys, ["config", "check", good, "optim.lr"],
+                        "override 'optim.lr'", "key=value")
+
+
+def test_override_unknown_key(capsys, good):
+    assert_config_error(capsys, ["config", "check", good, "optim.learning_rate=1e-3"],
+                        "unknown key 'optim.learning_rate' on the command line")
+
+
+def test_ult_needs_the_reference_implementation(capsys, good):
+    assert_config_error(capsys, ["config", "check", good, "objective.name=ult"],
+                        "objective.name 'ult'", "objective.implementation 'reference'",
+                        "got 'fused'")
+
+
+def test_bad_enum_for_loss_on(capsys, good):
+    assert_config_error(capsys, ["config", "check", good, "data.loss_on=prompt"],
+                        "'data.loss_on'", "all, answer", "'prompt'")
+
+
+def test_data_paths_must_exist(tmp_path, capsys, good):
+    path = write(tmp_path, good.read_text().replace(
+        "format: fanoutqa", "format: jsonl\n  paths: [missing.jsonl]"))
+    assert_config_error(capsys, ["config", "check", path], "'data.paths[0]'", "missing.jsonl",
+                        "not found")
+
+
+def test_data_paths_required_for_file_formats(capsys, good):
+    assert_config_error(capsys, ["config", "check", good, "data.format=coqa"],
+                        "data.paths is empty", "'coqa'")
+
+
+def test_several_problems_are_listed(capsys, good):
+    err = assert_config_error(capsys, ["config", "check", good, "optim.lr=0", "eval.clusterer=x"],
+                              "2 problems", "'optim.lr'", "'eval.clusterer'")
+    assert err.count("\n  - ") == 2
+
+
+def test_train_validates_the_config_first(capsys, good, monkeypatch):
+    def must_not_be_called(*args):
+        raise AssertionError("entry point looked up before the config was validated")
+
+    monkeypatch.setattr(cli, "_entry_point", must_not_be_called)
+    for command in ("train", "eval", "run"):
+        assert_config_error(capsys, [command, good, "optim.lr=abc"], "'optim.lr'")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["config", "check", "does_not_exist.yaml"], "not found"),
+    (["config", "show", "{bad}", "model.lora.rank=x"], "'model.lora.rank'"),
+])
+def test_console_entry_exits_2_without_traceback(tmp_path, ds_config, argv, needle):
+    good = write(tmp_path, "distributed:\n  deepspeed_config: ds.json\n", "good.yaml")
+    argv = [str(good) if a == "{bad}" else a for a in argv]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.run([sys.executable, "-m", "uaclm_dist.cli", *argv], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc
+    assert proc.stderr.startswith("uaclm: error:") and needle in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+# ---------------------------------------------------------------------------------- good cases
+
+
+def test_help_lists_subcommands(capsys):
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0
+    for name in ("config", "train", "eval", "run"):
+        assert name in out
+    code, out, _ = run_cli(capsys, "config", "--help")
+    assert code == 0 and "show" in out and "check" in out and "reference" in out
+
+
+def test_usage_errors_exit_2(capsys):
+    code, _, err = run_cli(capsys)
+    assert code == 2 and "uaclm: error:" in err
+    code, _, err = run_cli(capsys, "nonsense")
+    assert code == 2 and "invalid choice" in err
+
+
+def test_config_show_parses_back(tmp_path, capsys, good):
+    code, out, err = run_cli(capsys, "config", "show", good, "optim.lr=3e-4",
+                             "model.lora.target_modules=[q_proj,v_proj]")
+    assert code == 0, err
+    shown = RunConfig.model_validate(yaml.safe_load(out))
+    overrides = ["optim.lr=3e-4", "model.lora.target_modules=[q_proj,v_proj]"]
+    assert shown == load_config(good, overrides)
+    assert shown.optim.lr == 3e-4 and shown.model.lora.target_modules == ["q_proj", "v_proj"]
+    resolved = write(tmp_path, out, "resolved.yaml")
+    assert load_config(resolved) == shown
+
+
+def test_config_check_prints_ok_and_summary(capsys, good):
+    code, out, err = run_cli(capsys, "config", "check", good, "model.lora.rank=4")
+    assert code == 0, err
+    first, second = out.strip().splitlines()
+    assert first == f"ok: {good} is valid"
+    assert "tiny-llama" in second and "r=4" in second and "max_steps 2" in second
+
+
+def test_config_reference_lists_every_key(capsys):
+    code, out, _ = run_cli(capsys, "config", "reference")
+    assert code == 0
+    assert "| `model.lora.rank` | int (>= 1) | `32` |" in out
+    assert "| `objective.name` |" in out and "`ua_clm`" in out
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "run"])
+def test_unimplemented_commands_exit_3_after_validation(capsys, good, monkeypatch, command):
+    monkeypatch.setattr(cli, "_entry_point", lambda module, name: None)
+    code, _, err = run_cli(capsys, command, good)
+    assert code == 3
+    assert "not implemented yet" in err
+
+
+def test_commands_call_their_entry_points_with_the_config(capsys, good, monkeypatch):
+    calls = []
+
+    def fake_entry_point(module, name):
+        return lambda config: calls.append((name, config)) or 0
+
+    monkeypatch.setattr(cli, "_entry_point", fake_entry_point)
+    assert run_cli(capsys, "run", good, "optim.max_steps=5")[0] == 0
+    assert [name for name, _ in calls] == ["run_training", "run_evaluation"]
+    assert all(isinstance(c, RunConfig) and c.optim.max_steps == 5 for _, c in calls)
