@@ -94,13 +94,36 @@ def _exit_status(result: Any) -> int:
     return result if isinstance(result, int) and not isinstance(result, bool) else EXIT_OK
 
 
+EXIT_STOPPED = 75  # stopped on request with a checkpoint (EX_TEMPFAIL); resume continues it
+
+
+def _training_status(summary: Any) -> int:
+    if isinstance(summary, dict) and summary.get("stopped"):
+        return EXIT_STOPPED
+    return _exit_status(summary)
+
+
 def _train(args: argparse.Namespace) -> int:
     """Fine-tune a model (Ray Train workers, DeepSpeed)."""
     config = _load(args)
     run_training = _entry_point("uaclm_dist.train", "run_training")
     if run_training is None:
         return _not_implemented("train", "uaclm_dist.train.run_training")
-    return _exit_status(run_training(config))
+    return _training_status(run_training(config, resume_dir=args.resume))
+
+
+def _stop(args: argparse.Namespace) -> int:
+    """Ask a running training to checkpoint and stop at its next step (resume with --resume)."""
+    from pathlib import Path
+
+    from uaclm_dist.train.worker import STOP_FILE
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "run_info.json").exists():
+        raise ConfigError(f"{run_dir} holds no uaclm run (no run_info.json)")
+    (run_dir / STOP_FILE).write_text("uaclm stop\n")
+    print(f"stop requested: {run_dir / STOP_FILE}")
+    return EXIT_OK
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -121,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
         return _not_implemented(
             "run", "uaclm_dist.train.run_training and uaclm_dist.evaluate.run_evaluation"
         )
-    status = _exit_status(run_training(config))
+    status = _training_status(run_training(config))
     if status != EXIT_OK:
         return status
     return _exit_status(run_evaluation(config))
@@ -133,6 +156,7 @@ COMMANDS: dict[str, Handler] = {
     "train": _train,
     "eval": _eval,
     "run": _run,
+    "stop": _stop,
 }
 
 #: Commands whose arguments are ``CONFIG [key=value ...]``.
@@ -170,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         if name in CONFIG_COMMANDS:
             _add_config_arguments(sub)
+        if name == "train":
+            sub.add_argument(
+                "--resume", metavar="RUN_DIR", default=None,
+                help="continue the run in RUN_DIR from its latest checkpoint (same config)",
+            )  # fmt: skip
+        if name == "stop":
+            sub.add_argument("run_dir", metavar="RUN_DIR", help="the run's logging.output_dir")
         if name == "config":
             actions = sub.add_subparsers(dest="config_command", metavar="ACTION", required=True)
             for action, action_handler in CONFIG_SUBCOMMANDS.items():

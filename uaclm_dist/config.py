@@ -332,6 +332,12 @@ class DistributedConfig(_Section):
     gloo_socket_ifname: str | None = Field(
         None, description="Network interface for gloo collectives (GLOO_SOCKET_IFNAME)."
     )
+    nccl_socket_ifname: str | None = Field(
+        None, description="Network interface for NCCL collectives (NCCL_SOCKET_IFNAME)."
+    )
+    max_failures: int = Field(
+        2, ge=0, description="Worker-group restarts (from the latest checkpoint) before giving up."
+    )
 
 
 # --------------------------------------------------------------------------------------- eval
