@@ -1,0 +1,60 @@
+"""Data: raw QA / VQA files -> :class:`QARecord` -> train/test split -> prompt -> tokens -> batch.
+
+    records = load_records(cfg.data)
+    train, test = split_records(records, cfg.data.train_fraction, cfg.data.split_seed)
+    examples, report = tokenize_records(train, tokenizer, template=cfg.data.prompt_template,
+                                        loss_on=cfg.data.loss_on, max_length=cfg.data.max_length)
+    batch = collate(examples[:2], tokenizer.pad_token_id)   # input_ids / attention_mask / labels
+"""
+
+from uaclm_dist.data.formats import expand_paths, load_records, read_file
+from uaclm_dist.data.formats_packaged import read_easyvqa, read_fanoutqa
+from uaclm_dist.data.formats_table import read_hf, read_jsonl, read_parquet
+from uaclm_dist.data.formats_text import read_bioasq, read_coqa, read_squad, read_triviaqa
+from uaclm_dist.data.prompts import INSTRUCTION, build_prompt, target_text, user_message
+from uaclm_dist.data.records import DataError, QARecord, answer_text, check_unique_ids
+from uaclm_dist.data.split import split_records
+from uaclm_dist.data.tokenize import (
+    IGNORE_INDEX,
+    TokenizedExample,
+    TokenizeReport,
+    collate,
+    encode_example,
+    encode_prompt,
+    fit_context,
+    tokenize_record,
+    tokenize_records,
+)
+
+__all__ = [
+    "DataError",
+    "IGNORE_INDEX",
+    "INSTRUCTION",
+    "QARecord",
+    "TokenizeReport",
+    "TokenizedExample",
+    "answer_text",
+    "build_prompt",
+    "check_unique_ids",
+    "collate",
+    "encode_example",
+    "encode_prompt",
+    "expand_paths",
+    "fit_context",
+    "load_records",
+    "read_bioasq",
+    "read_coqa",
+    "read_easyvqa",
+    "read_fanoutqa",
+    "read_file",
+    "read_hf",
+    "read_jsonl",
+    "read_parquet",
+    "read_squad",
+    "read_triviaqa",
+    "split_records",
+    "target_text",
+    "tokenize_record",
+    "tokenize_records",
+    "user_message",
+]
