@@ -132,7 +132,8 @@ def _eval(args: argparse.Namespace) -> int:
     run_evaluation = _entry_point("uaclm_dist.evaluate", "run_evaluation")
     if run_evaluation is None:
         return _not_implemented("eval", "uaclm_dist.evaluate.run_evaluation")
-    return _exit_status(run_evaluation(config))
+    run_evaluation(config, args.adapter, include_base=args.base, out_dir=args.out)
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -147,7 +148,8 @@ def _run(args: argparse.Namespace) -> int:
     status = _training_status(run_training(config))
     if status != EXIT_OK:
         return status
-    return _exit_status(run_evaluation(config))
+    run_evaluation(config)
+    return EXIT_OK
 
 
 #: Subcommand name -> handler. The handler's docstring (first line) is its help text.
@@ -199,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
                 "--resume", metavar="RUN_DIR", default=None,
                 help="continue the run in RUN_DIR from its latest checkpoint (same config)",
             )  # fmt: skip
+        if name == "eval":
+            sub.add_argument(
+                "--adapter", metavar="[NAME=]PATH", action="append", default=[],
+                help="a LoRA adapter folder or a run folder (its adapter/); repeat to compare "
+                "several; NAME labels it in the tables (default: the folder name)",
+            )  # fmt: skip
+            sub.add_argument("--base", action="store_true", help="also evaluate the base model")
+            sub.add_argument("--out", metavar="DIR", default=None,
+                             help="evaluation folder (default: logging.output_dir/eval)")
         if name == "stop":
             sub.add_argument("run_dir", metavar="RUN_DIR", help="the run's logging.output_dir")
         if name == "config":
@@ -215,7 +226,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``uaclm`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # key=value overrides may also follow options (`train CONFIG --resume DIR k=v`).
+        if extra and hasattr(args, "overrides") and all(
+            "=" in x and not x.startswith("-") for x in extra
+        ):
+            args.overrides = [*args.overrides, *extra]
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
         return exc.code if isinstance(exc.code, int) else EXIT_CONFIG_ERROR
     try:

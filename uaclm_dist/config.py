@@ -370,6 +370,15 @@ class EvalConfig(_Section):
     )
     batch_size: int = Field(8, ge=1, description="Prompts per generation batch.")
     num_generation_actors: int = Field(2, ge=1, description="Ray actors running generation.")
+    cpus_per_actor: float = Field(
+        1, gt=0, description="CPUs Ray reserves per generation actor (also its torch threads)."
+    )
+    max_examples: int | None = Field(
+        None, ge=1, description="Evaluate only the first N test examples (null: all of them)."
+    )
+    top_k: int = Field(
+        0, ge=0, description="Sampling: top-k filter (0: off, pure temperature sampling)."
+    )
     bootstrap_samples: int = Field(
         1000, ge=0, description="Bootstrap resamples for confidence intervals (0: none)."
     )

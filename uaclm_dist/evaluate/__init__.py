@@ -3,3 +3,12 @@
 Protocol: shared/METHOD.md section 3. Generation produces :class:`~.stats.ExampleStats` once;
 scores (:mod:`.scores`) are pure functions of them; metrics (:mod:`.metrics`) are separate again.
 """
+
+from __future__ import annotations
+
+
+def run_evaluation(config, adapters=None, *, include_base=False, out_dir=None):
+    """See :func:`uaclm_dist.evaluate.runner.run_evaluation` (imported lazily: Ray is heavy)."""
+    from uaclm_dist.evaluate.runner import run_evaluation as _run
+
+    return _run(config, adapters, include_base=include_base, out_dir=out_dir)

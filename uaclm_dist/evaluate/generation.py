@@ -1,0 +1,162 @@
+"""Generation statistics: greedy answer + K samples, with per-token log p and entropy.
+
+For every prompt the model produces, once:
+- the greedy answer (the scored answer), its token log-probabilities and the full-vocabulary
+  entropy at each generated position;
+- K stochastic answers at ``eval.temperature`` (top-p off; top-k off unless ``eval.top_k``),
+  with their token log-probabilities.
+Log-probabilities and entropies are computed from the **raw, untempered** logits (HF
+``output_logits``, taken before any logits processor), in fp32, natural log. Token lists include
+the EOS token that ended an answer and nothing after it (see :mod:`.stats`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from uaclm_dist.evaluate.stats import ExampleStats
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    num_samples: int
+    temperature: float
+    max_new_tokens: int
+    seed: int = 0
+    top_k: int = 0  # 0: pure temperature sampling (top-p is always off)
+
+
+@dataclass
+class GeneratedAnswer:
+    """One generated continuation: token ids, their log p and the entropy at each position."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    entropies: list[float]
+
+
+def load_generation_model(
+    model_cfg, adapter_dir: str | None, *, device: torch.device | None = None
+) -> torch.nn.Module:
+    """Base model with the training quantization, plus the LoRA adapter (if any), in eval mode.
+
+    The adapter is scored on the base it was trained against: same 4-bit NF4 settings and dtype.
+    """
+    from uaclm_dist.modeling.loading import load_causal_lm
+
+    q = model_cfg.quantization
+    tiny = model_cfg.tiny.model_dump(exclude={"tokenizer"})
+    model = load_causal_lm(
+        model_cfg.name_or_path,
+        dtype=getattr(torch, model_cfg.dtype),
+        quantization=None if q.method == "none" else q.method,
+        double_quant=q.double_quant,
+        compute_dtype=getattr(torch, q.compute_dtype),
+        storage_dtype=getattr(torch, q.storage_dtype),
+        tiny_kwargs=tiny if model_cfg.name_or_path == "tiny-llama" else None,
+        seed=0,
+        device_map={"": device} if device is not None and device.type == "cuda" else None,
+    )
+    if adapter_dir:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    return model.eval()
+
+
+def _token_stats(logits: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``logits [R, V]`` raw, ``chosen [R]`` -> (log p of chosen [R], entropy [R]) in fp32."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return logp.gather(1, chosen.unsqueeze(1)).squeeze(1), entropy
+
+
+def generate_answers(
+    model, prompt_ids: list[list[int]], *, pad_token_id: int, eos_token_ids: list[int],
+    do_sample: bool, num_return: int, temperature: float, max_new_tokens: int,
+    seed: int, top_k: int = 0,
+) -> list[list[GeneratedAnswer]]:  # fmt: skip
+    """Batched generation for ``B`` prompts (left-padded); ``num_return`` answers per prompt.
+
+    Returns ``[B][num_return]`` answers, each cut after its first EOS token.
+    """
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompt_ids)
+    input_ids = torch.full((len(prompt_ids), width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros_like(input_ids)
+    for i, ids in enumerate(prompt_ids):
+        input_ids[i, width - len(ids) :] = torch.tensor(ids)
+        attention[i, width - len(ids) :] = 1
+    kwargs: dict[str, Any] = dict(
+        max_new_tokens=max_new_tokens, do_sample=do_sample, num_return_sequences=num_return,
+        output_logits=True, return_dict_in_generate=True, pad_token_id=pad_token_id,
+        eos_token_id=eos_token_ids,
+    )  # fmt: skip
+    if do_sample:
+        kwargs.update(temperature=temperature, top_k=top_k, top_p=1.0)  # top_k 0 disables it
+        torch.manual_seed(seed)
+    else:
+        kwargs.update(temperature=None, top_k=None, top_p=None)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
+        )
+    generated = out.sequences[:, width:]  # [B * R, T]
+    steps = [_token_stats(step_logits, generated[:, t]) for t, step_logits in enumerate(out.logits)]
+    eos = set(eos_token_ids)
+    answers: list[GeneratedAnswer] = []
+    for row in range(generated.shape[0]):
+        ids, lps, ents = [], [], []
+        for t in range(generated.shape[1]):
+            token = int(generated[row, t])
+            ids.append(token)
+            lps.append(float(steps[t][0][row]))
+            ents.append(float(steps[t][1][row]))
+            if token in eos:
+                break
+        answers.append(GeneratedAnswer(ids, lps, ents))
+    return [answers[i * num_return : (i + 1) * num_return] for i in range(len(prompt_ids))]
+
+
+def batch_seed(base_seed: int, ids: list[str]) -> int:
+    """A sampling seed fixed by the batch's example ids (reproducible whatever actor runs it)."""
+    return (base_seed * 1_000_003 + zlib.crc32("\x1f".join(ids).encode())) % 2**31
+
+
+def example_stats(
+    model, tokenizer, rows: list[dict], settings: GenerationSettings
+) -> list[ExampleStats]:
+    """Greedy + sampled statistics for a batch of prompt rows.
+
+    Args:
+        rows: dicts with ``id``, ``question``, ``references``, ``prompt_ids``, ``is_ood``.
+    """
+    prompts = [list(r["prompt_ids"]) for r in rows]
+    eos = [tokenizer.eos_token_id]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    common = dict(pad_token_id=pad, eos_token_ids=eos, max_new_tokens=settings.max_new_tokens)
+    greedy = generate_answers(model, prompts, do_sample=False, num_return=1,
+                              temperature=1.0, seed=0, **common)  # fmt: skip
+    seed = batch_seed(settings.seed, [str(r["id"]) for r in rows])
+    samples = generate_answers(model, prompts, do_sample=True, num_return=settings.num_samples,
+                               temperature=settings.temperature, seed=seed, top_k=settings.top_k,
+                               **common)  # fmt: skip
+
+    def text(a: GeneratedAnswer) -> str:
+        return tokenizer.decode(a.token_ids, skip_special_tokens=True).strip()
+
+    out = []
+    for row, (g,), s in zip(rows, greedy, samples, strict=True):
+        out.append(
+            ExampleStats(
+                id=str(row["id"]), question=row["question"], references=list(row["references"]),
+                greedy_text=text(g), greedy_token_logprobs=g.logprobs,
+                greedy_token_entropies=g.entropies, sample_texts=[text(a) for a in s],
+                sample_token_logprobs=[a.logprobs for a in s], is_ood=bool(row.get("is_ood")),
+            )  # fmt: skip
+        )
+    return out

@@ -1,0 +1,81 @@
+"""Checkpoint layout: DeepSpeed state of every rank + peft adapter + run state.
+
+One checkpoint directory (what every rank writes into its own local folder before
+``ray.train.report`` merges them)::
+
+    ds/                    DeepSpeed engine state (model, optimizer, scheduler), tag "ds",
+                           one optimizer shard per rank (ZeRO) + the "latest" file
+    adapter/               rank 0: LoRA adapter in peft format (PeftModel.from_pretrained)
+    run_state.json         rank 0: next step, total steps, epoch, wandb run id
+    rng/rank{r}.pt         every rank: python / numpy / torch RNG states
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DS_TAG = "ds"
+RUN_STATE = "run_state.json"
+
+
+def rng_state() -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_rank_files(directory: Path, engine, rank: int) -> None:
+    """Collective: every rank writes its DeepSpeed shard and RNG state under ``directory``."""
+    # The frozen (4-bit) base is reloaded from the model source, never copied into checkpoints.
+    engine.save_checkpoint(str(directory / "ds"), tag=DS_TAG, exclude_frozen_parameters=True)
+    (directory / "rng").mkdir(parents=True, exist_ok=True)
+    torch.save(rng_state(), directory / "rng" / f"rank{rank}.pt")
+
+
+def write_run_state(directory: Path, state: dict) -> None:
+    (directory / RUN_STATE).write_text(json.dumps(state, indent=2))
+
+
+def read_run_state(directory: Path) -> dict:
+    path = Path(directory) / RUN_STATE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: not a uaclm checkpoint directory")
+    return json.loads(path.read_text())
+
+
+def load_rank_files(directory: Path, engine, rank: int) -> None:
+    """Restore the DeepSpeed engine (model, optimizer, LR schedule) and this rank's RNG."""
+    load_path, _ = engine.load_checkpoint(
+        str(Path(directory) / "ds"), tag=DS_TAG, load_module_strict=False
+    )
+    if load_path is None:
+        raise RuntimeError(f"DeepSpeed found no checkpoint under {directory}/ds")
+    rng_file = Path(directory) / "rng" / f"rank{rank}.pt"
+    if rng_file.exists():
+        set_rng_state(torch.load(rng_file, weights_only=False))
+
+
+def latest_checkpoint(storage_dir: Path) -> Path | None:
+    """Newest complete checkpoint under a Ray Train run folder (``checkpoint_*`` dirs)."""
+    candidates = [
+        p for p in Path(storage_dir).glob("checkpoint_*") if (p / RUN_STATE).exists()
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: read_run_state(p)["next_step"])

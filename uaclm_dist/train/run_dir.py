@@ -1,0 +1,136 @@
+"""The run folder: what a run decided and produced, and protection of what is already there.
+
+Layout of ``logging.output_dir``::
+
+    config.yaml          resolved run config (re-loadable with `uaclm ... config.yaml`)
+    run_info.json        versions, git commit, host, seeds, protocol choices, run id
+    data_report.json     examples per split, tokenization report (cut / dropped rows)
+    split_ids.json       ids of the train and test split (evaluation uses the test ids)
+    metrics.jsonl        one row per logged optimizer step (rank 0)
+    adapter/             final LoRA adapter (peft format)
+    summary.json         the end-of-run summary
+    ray/train/checkpoint_*/   Ray Train checkpoints (DeepSpeed state + adapter + run state)
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import subprocess
+import uuid
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from uaclm_dist.config import REPO_ROOT, ConfigError, RunConfig
+
+PINNED_PACKAGES = (
+    "torch", "deepspeed", "ray", "transformers", "peft", "bitsandbytes", "datasets", "wandb",
+    "rouge-score", "sentence-transformers", "uaclm-dist",
+)  # fmt: skip
+RUN_INFO = "run_info.json"
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PINNED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        )  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()  # fmt: skip
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def protocol_choices(cfg: RunConfig) -> dict:
+    """The METHOD.md choices this run pinned (each also a config switch)."""
+    o, d = cfg.objective, cfg.data
+    return {
+        "objective": o.name, "ua_pooling": o.ua_pooling, "ua_eps": o.ua_eps,
+        "beta": [o.beta_start, o.beta_end, o.beta_switch_fraction] if o.name == "clm+ua" else None,
+        "loss_on": d.loss_on, "prompt_template": d.prompt_template,
+        "train_fraction": d.train_fraction, "split_seed": d.split_seed,
+        "entropy": "natural log, full vocabulary, fp32, temperature 1",
+        "argmax_ties": "lowest index", "loss_implementation": o.implementation,
+    }  # fmt: skip
+
+
+def prepare_new_run_dir(cfg: RunConfig) -> tuple[Path, str]:
+    """Create ``output_dir`` for a new run; refuse one that already holds a run."""
+    out = Path(cfg.logging.output_dir).resolve()
+    if (out / RUN_INFO).exists():
+        raise ConfigError(
+            f"logging.output_dir '{out}' already holds a run; nothing there is overwritten. "
+            f"Resume it with `uaclm train CONFIG --resume {out}` or choose another "
+            "logging.output_dir=..."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out, uuid.uuid4().hex[:12]
+
+
+# Settings a resumed run may change: how long it runs and how it logs.
+_RESUMABLE_CHANGES = ("optim.max_steps", "optim.epochs", "logging.")
+
+
+def open_resumed_run_dir(cfg: RunConfig, run_dir: str | Path) -> tuple[Path, str]:
+    """Check that ``run_dir`` holds a run of the same configuration; return it and its run id."""
+    out = Path(run_dir).resolve()
+    info_path = out / RUN_INFO
+    if not info_path.exists():
+        raise ConfigError(f"--resume {run_dir}: no {RUN_INFO} there, so it holds no uaclm run")
+    info = json.loads(info_path.read_text())
+    saved = _flatten(info["config"])
+    current = _flatten(cfg.to_dict())
+    changed = [
+        k for k in sorted(set(saved) | set(current))
+        if saved.get(k) != current.get(k) and not k.startswith(_RESUMABLE_CHANGES)
+    ]  # fmt: skip
+    if changed:
+        raise ConfigError(
+            f"--resume {run_dir}: the config differs from the run's saved config in "
+            f"{', '.join(changed)}; a resumed run must continue the same trajectory "
+            f"(use the saved {out / 'config.yaml'})"
+        )
+    return out, info["run_id"]
+
+
+def write_run_info(out: Path, cfg: RunConfig, run_id: str, extra: dict) -> None:
+    (out / "config.yaml").write_text(cfg.to_yaml())
+    info = {
+        "run_id": run_id,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+        "packages": package_versions(),
+        "seeds": {"optim": cfg.optim.seed, "split": cfg.data.split_seed},
+        "protocol": protocol_choices(cfg),
+        "config": cfg.to_dict(),
+        **extra,
+    }
+    (out / RUN_INFO).write_text(json.dumps(info, indent=2, default=str))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in d.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

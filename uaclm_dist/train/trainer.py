@@ -1,0 +1,251 @@
+"""`uaclm train`: validate, prepare data, start Ray Train workers, follow them, summarize.
+
+Everything that can fail on bad input (config, data files, tokenization, the output folder) runs
+here, on the driver, before any Ray or DeepSpeed process starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from uaclm_dist.config import ConfigError, RunConfig
+from uaclm_dist.train import run_dir as rd
+from uaclm_dist.train.checkpoint import latest_checkpoint
+from uaclm_dist.train.schedule import steps_per_epoch, total_steps
+from uaclm_dist.train.sharding import wrapped_examples
+from uaclm_dist.train.worker import STOP_FILE, train_loop_per_worker
+
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped with a checkpoint; `--resume` continues (Slurm requeues)
+
+
+@dataclass
+class PreparedData:
+    train: list  # TokenizedExample
+    test_ids: list[str]
+    train_ids: list[str]
+    report: dict
+    pad_token_id: int
+
+
+def prepare_training_data(cfg: RunConfig) -> PreparedData:
+    """Records -> seeded split -> tokenized training examples (driver side, fails early)."""
+    from uaclm_dist.data import DataError, load_records, split_records, tokenize_records
+    from uaclm_dist.modeling.loading import load_tokenizer
+
+    try:
+        records = load_records(cfg.data)
+    except DataError as exc:  # a bad file or row: a message for people, exit 2
+        raise ConfigError(f"data: {exc}") from exc
+    train, test = split_records(records, cfg.data.train_fraction, cfg.data.split_seed)
+    tokenizer = load_tokenizer(cfg.model.name_or_path)
+    examples, report = tokenize_records(
+        train, tokenizer, template=cfg.data.prompt_template, loss_on=cfg.data.loss_on,
+        max_length=cfg.data.max_length,
+    )  # fmt: skip
+    if not examples:
+        raise ConfigError(
+            f"no training example left after tokenization ({report}); check data.max_length"
+        )
+    report_dict = {
+        "records": len(records), "train_records": len(train), "test_records": len(test),
+        "tokenize": report.as_dict() if hasattr(report, "as_dict") else vars(report),
+    }  # fmt: skip
+    return PreparedData(
+        train=examples, test_ids=[r.id for r in test], train_ids=[r.id for r in train],
+        report=report_dict, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+
+
+def _ray_runtime_env(cfg: RunConfig) -> dict:
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    for key in ("UACLM_CACHE", "WANDB_DIR", "WANDB_MODE"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    if cfg.distributed.gloo_socket_ifname:
+        env["GLOO_SOCKET_IFNAME"] = cfg.distributed.gloo_socket_ifname
+    if cfg.distributed.nccl_socket_ifname:
+        env["NCCL_SOCKET_IFNAME"] = cfg.distributed.nccl_socket_ifname
+    return {"env_vars": env}
+
+
+class _Progress(threading.Thread):
+    """Driver-side progress bar with ETA, fed by rank 0's metrics.jsonl."""
+
+    def __init__(self, path: Path, start: int, total: int):
+        super().__init__(daemon=True)
+        from tqdm import tqdm
+
+        self.path, self.stop_event = path, threading.Event()
+        self.bar = tqdm(total=total, initial=start, desc="train", unit="step", file=sys.stderr,
+                        dynamic_ncols=True)  # fmt: skip
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def run(self) -> None:
+        while not self.stop_event.wait(1.0):
+            self.poll()
+        self.poll()
+
+    def poll(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open() as f:
+            f.seek(self.offset)
+            lines = f.readlines()
+            self.offset = f.tell()
+        for line in lines:
+            if not line.endswith("\n"):
+                self.offset -= len(line)  # a half-written row: read it next time
+                break
+            row = json.loads(line)
+            self.bar.update(row["step"] - self.bar.n)
+            self.bar.set_postfix(loss=f"{row['loss']:.4f}", acc=_fmt(row.get("token_accuracy")))
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=5)
+        self.bar.close()
+
+
+def _fmt(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _install_stop_handlers(out: Path) -> None:
+    """SIGTERM / SIGUSR1 (Slurm's pre-timeout signal, scancel) ask the workers to checkpoint
+    and stop at the next step boundary."""
+
+    def request_stop(signum, _frame):
+        (out / STOP_FILE).write_text(f"signal {signum}\n")
+        print(f"\n[uaclm] signal {signum}: checkpointing at the next step, then stopping",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, request_stop)
+
+
+def summarize(out: Path, result_metrics: dict, stopped: bool) -> dict:
+    """Before/after loss and the entropy split (mean of the first and last 3 logged steps)."""
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    keys = ("loss", "entropy_correct", "entropy_incorrect", "token_accuracy")
+
+    def mean(rs, k):
+        vals = [r[k] for r in rs if r.get(k) is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    first, last = rows[:3], rows[-3:]
+    summary = {
+        "output_dir": str(out),
+        "adapter": str(out / "adapter") if not stopped else None,
+        "stopped": stopped,
+        "steps_done": rows[-1]["step"] if rows else 0,
+        "total_steps": rows[-1]["total_steps"] if rows else None,
+        "first_steps": {k: mean(first, k) for k in keys},
+        "last_steps": {k: mean(last, k) for k in keys},
+        "adapter_numel": result_metrics.get("adapter_numel"),
+        "adapter_l1": result_metrics.get("adapter_l1"),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def print_summary(summary: dict) -> None:
+    a, b = summary["first_steps"], summary["last_steps"]
+    print(f"\nrun folder: {summary['output_dir']}")
+    if summary["stopped"]:
+        print(f"stopped after step {summary['steps_done']}/{summary['total_steps']} with a "
+              f"checkpoint; continue with: uaclm train CONFIG --resume {summary['output_dir']}")
+    else:
+        print(f"adapter:    {summary['adapter']}  (PeftModel.from_pretrained(base, path))")
+    print("                      first steps   last steps")
+    for key in ("loss", "entropy_correct", "entropy_incorrect", "token_accuracy"):
+        print(f"  {key:<20}{_fmt(a[key]):>12}{_fmt(b[key]):>13}")
+
+
+def run_training(cfg: RunConfig, resume_dir: str | None = None) -> dict:
+    """Train with Ray Train + DeepSpeed. Returns the summary; ``summary['stopped']`` is True when
+    a stop was requested (the run can be resumed from its checkpoint)."""
+    if resume_dir:
+        out, run_id = rd.open_resumed_run_dir(cfg, resume_dir)
+    else:
+        out, run_id = rd.prepare_new_run_dir(cfg)
+    data = prepare_training_data(cfg)
+    world = cfg.distributed.num_workers
+    o = cfg.optim
+    per_epoch = steps_per_epoch(len(data.train), o.micro_batch_size, o.grad_accumulation, world)
+    n_steps = total_steps(len(data.train), micro_batch_size=o.micro_batch_size,
+                          grad_accumulation=o.grad_accumulation, world=world, epochs=o.epochs,
+                          max_steps=o.max_steps)  # fmt: skip
+    resume_checkpoint = None
+    if resume_dir:
+        resume_checkpoint = latest_checkpoint(out / "ray" / "train")
+        if resume_checkpoint is None:
+            raise ConfigError(f"--resume {resume_dir}: no complete checkpoint under {out}/ray")
+    else:
+        global_batch = o.micro_batch_size * o.grad_accumulation * world
+        rd.write_run_info(out, cfg, run_id, {
+            "world_size": world, "total_steps": n_steps, "steps_per_epoch": per_epoch,
+            "wrapped_examples_per_epoch": wrapped_examples(len(data.train), per_epoch, global_batch),
+        })  # fmt: skip
+        (out / "data_report.json").write_text(json.dumps(data.report, indent=2))
+        (out / "split_ids.json").write_text(
+            json.dumps({"train": data.train_ids, "test": data.test_ids})
+        )
+    (out / STOP_FILE).unlink(missing_ok=True)
+
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train import RunConfig as RayRunConfig
+    from ray.train.torch import TorchTrainer
+
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(address=cfg.distributed.ray_address, runtime_env=_ray_runtime_env(cfg),
+                 log_to_driver=True)  # fmt: skip
+    resources = {"CPU": cfg.distributed.cpus_per_worker}
+    if cfg.distributed.gpus_per_worker:
+        resources["GPU"] = cfg.distributed.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "config": cfg.to_dict(), "examples": data.train, "pad_token_id": data.pad_token_id,
+            "total_steps": n_steps, "steps_per_epoch": per_epoch, "output_dir": str(out),
+            "run_id": run_id, "resume_dir": str(resume_checkpoint) if resume_checkpoint else None,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=world, use_gpu=cfg.distributed.gpus_per_worker > 0,
+            resources_per_worker=resources,
+        ),
+        run_config=RayRunConfig(
+            name="train", storage_path=str(out / "ray"),
+            failure_config=FailureConfig(max_failures=cfg.distributed.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )  # fmt: skip
+    _install_stop_handlers(out)
+    start_step = 0 if resume_checkpoint is None else _next_step(resume_checkpoint)
+    progress = _Progress(out / "metrics.jsonl", start_step, n_steps)
+    progress.start()
+    try:
+        result = trainer.fit()
+    finally:
+        progress.close()
+        if started_ray:
+            ray.shutdown()
+    metrics = result.metrics or {}
+    stopped = not metrics.get("final", False)
+    summary = summarize(out, metrics, stopped)
+    print_summary(summary)
+    return summary
+
+
+def _next_step(checkpoint_dir: Path) -> int:
+    from uaclm_dist.train.checkpoint import read_run_state
+
+    return int(read_run_state(checkpoint_dir)["next_step"])
