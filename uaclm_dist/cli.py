@@ -109,7 +109,8 @@ def _train(args: argparse.Namespace) -> int:
     run_training = _entry_point("uaclm_dist.train", "run_training")
     if run_training is None:
         return _not_implemented("train", "uaclm_dist.train.run_training")
-    return _training_status(run_training(config, resume_dir=args.resume))
+    summary = run_training(config, resume_dir=args.resume, stop_after_steps=args.stop_after_steps)
+    return _training_status(summary)
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -200,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--resume", metavar="RUN_DIR", default=None,
                 help="continue the run in RUN_DIR from its latest checkpoint (same config)",
+            )  # fmt: skip
+            sub.add_argument(
+                "--stop-after-steps", metavar="N", type=int, default=None,
+                help="checkpoint and stop (exit 75) after N optimizer steps of this invocation",
             )  # fmt: skip
         if name == "eval":
             sub.add_argument(

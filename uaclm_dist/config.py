@@ -373,6 +373,9 @@ class EvalConfig(_Section):
     cpus_per_actor: float = Field(
         1, gt=0, description="CPUs Ray reserves per generation actor (also its torch threads)."
     )
+    gpus_per_actor: float = Field(
+        0, ge=0, description="GPUs Ray reserves per generation actor (0: generate on CPU)."
+    )
     max_examples: int | None = Field(
         None, ge=1, description="Evaluate only the first N test examples (null: all of them)."
     )

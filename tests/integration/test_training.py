@@ -33,7 +33,9 @@ def uaclm(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 
 def train(out: Path, *overrides: str, config: Path = TINY, expect: int = 0) -> dict:
     proc = uaclm("train", str(config), f"logging.output_dir={out}", *overrides)
-    assert proc.returncode == expect, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == expect, (
+        f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-6000:]}"
+    )
     return json.loads((out / "summary.json").read_text())
 
 
@@ -110,30 +112,53 @@ def test_one_worker_accumulating_equals_two_workers(tmp_path):
 
 
 def test_stop_and_resume_reproduce_the_uninterrupted_losses(tmp_path):
-    steps = ("optim.max_steps=12", "model.lora.dropout=0.1")
+    # fp32, LoRA dropout on (the RNG state must be restored too), 12 steps over 3 epochs.
+    run = (*EXACT[:2], "optim.max_steps=12", "objective.name=clm", "model.lora.dropout=0.1")
     full = tmp_path / "full"
-    train(full, *EXACT[:2], *steps)
+    train(full, *run)
     reference = {r["step"]: r["loss"] for r in metrics(full)}
 
     part = tmp_path / "part"
-    watcher = threading.Thread(target=_stop_when_step_logged, args=(part, 3), daemon=True)
-    watcher.start()
-    stopped = train(part, *EXACT[:2], *steps, expect=75)
-    assert stopped["stopped"] and stopped["steps_done"] < 12
-    k = stopped["steps_done"]
-    resumed = uaclm("train", str(TINY), f"logging.output_dir={part}", *EXACT[:2], *steps,
-                    "--resume", str(part))  # fmt: skip
+    stopped = train(part, *run, "--stop-after-steps", "5", expect=75)
+    assert stopped["stopped"] and stopped["steps_done"] == 5
+    resumed = uaclm("train", str(TINY), f"logging.output_dir={part}", *run, "--resume", str(part))
     assert resumed.returncode == 0, resumed.stderr[-6000:]
     rows = metrics(part)
     assert [r["step"] for r in rows] == list(range(1, 13))
     for r in rows:
-        assert r["loss"] == pytest.approx(reference[r["step"]], rel=1e-5), (r["step"], k)
-    # the run folder refuses a second fresh run
+        assert r["loss"] == pytest.approx(reference[r["step"]], rel=1e-5), r["step"]
+    assert torch.equal(
+        adapter_tensors(part)["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"],
+        adapter_tensors(full)["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"],
+    )
+    # The run folder refuses a second fresh run; a resume with another objective is refused.
     again = uaclm("train", str(TINY), f"logging.output_dir={part}")
     assert again.returncode == 2 and "already holds a run" in again.stderr
+    other = uaclm("train", str(TINY), f"logging.output_dir={part}", *run, "objective.name=ua_clm",
+                  "--resume", str(part))  # fmt: skip
+    assert other.returncode == 2 and "objective.name" in other.stderr
+
+
+def test_uaclm_stop_checkpoints_a_running_job_which_then_resumes(tmp_path):
+    out = tmp_path / "stop"
+    run = ("optim.max_steps=400", "objective.name=clm")
+    watcher = threading.Thread(target=_stop_when_step_logged, args=(out, 2), daemon=True)
+    watcher.start()
+    stopped = train(out, *run, expect=75)
+    k = stopped["steps_done"]
+    assert 2 <= k < 400 and not (out / "adapter").exists()
+    state = json.loads(
+        next((out / "ray" / "train").glob("checkpoint_*/run_state.json")).read_text()
+    )
+    assert state["next_step"] == k
+    resumed = uaclm("train", str(TINY), f"logging.output_dir={out}", *run, "optim.max_steps=400",
+                    "--resume", str(out), "--stop-after-steps", "2")  # fmt: skip
+    assert resumed.returncode == 75, resumed.stderr[-4000:]
+    assert [r["step"] for r in metrics(out)] == list(range(1, k + 3))
 
 
 def _stop_when_step_logged(out: Path, step: int, timeout: float = 600) -> None:
+    """Run `uaclm stop` once rank 0 has logged ``step``."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         path = out / "metrics.jsonl"
@@ -143,5 +168,42 @@ def _stop_when_step_logged(out: Path, step: int, timeout: float = 600) -> None:
             subprocess.run(
                 [sys.executable, "-m", "uaclm_dist.cli", "stop", str(out)], cwd=REPO, check=True
             )
+            return
+        time.sleep(0.05)
+
+
+def test_a_killed_worker_is_restarted_from_the_latest_checkpoint(tmp_path):
+    out = tmp_path / "fail"
+    run = ("optim.max_steps=40", "objective.name=clm", "logging.checkpoint_every_steps=4",
+           *EXACT[:3])  # fmt: skip
+    killer = threading.Thread(target=_kill_a_worker_after_step, args=(out, 6), daemon=True)
+    killer.start()
+    summary = train(out, *run)
+    killer.join(timeout=5)
+    assert not summary["stopped"]
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == list(range(1, 41))  # no gap, no duplicate
+    superseded = out / "metrics.superseded.jsonl"
+    # the steps after the last checkpoint were redone (their first rows were set aside)
+    assert superseded.exists()
+    reference = tmp_path / "ref"
+    train(reference, *run)
+    for a, b in zip(rows, metrics(reference), strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), a["step"]
+
+
+def _kill_a_worker_after_step(out: Path, step: int, timeout: float = 600) -> None:
+    import os
+    import signal
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        path = out / "metrics.jsonl"
+        lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+        if any(json.loads(x)["step"] >= step for x in lines if x.endswith("\n")):
+            pids = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True,
+                                  text=True).stdout.split()  # fmt: skip
+            assert pids, "no Ray Train worker process found"
+            os.kill(int(pids[-1]), signal.SIGKILL)
             return
         time.sleep(0.05)

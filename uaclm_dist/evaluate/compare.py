@@ -226,8 +226,14 @@ def compare_methods(
             )
             excludes = bool(np.isfinite(d.low) and (d.low > 0 or d.high < 0))
             rows.append(
-                {"method": method, "quantity": q, "diff": d.diff, "low": d.low,
-                 "high": d.high, "excludes_zero": excludes}
+                {
+                    "method": method,
+                    "quantity": q,
+                    "diff": d.diff,
+                    "low": d.low,
+                    "high": d.high,
+                    "excludes_zero": excludes,
+                }
             )
     diffs = pd.DataFrame(
         rows, columns=["method", "quantity", "diff", "low", "high", "excludes_zero"]

@@ -153,10 +153,15 @@ def example_stats(
     for row, (g,), s in zip(rows, greedy, samples, strict=True):
         out.append(
             ExampleStats(
-                id=str(row["id"]), question=row["question"], references=list(row["references"]),
-                greedy_text=text(g), greedy_token_logprobs=g.logprobs,
-                greedy_token_entropies=g.entropies, sample_texts=[text(a) for a in s],
-                sample_token_logprobs=[a.logprobs for a in s], is_ood=bool(row.get("is_ood")),
+                id=str(row["id"]),
+                question=row["question"],
+                references=list(row["references"]),
+                greedy_text=text(g),
+                greedy_token_logprobs=g.logprobs,
+                greedy_token_entropies=g.entropies,
+                sample_texts=[text(a) for a in s],
+                sample_token_logprobs=[a.logprobs for a in s],
+                is_ood=bool(row.get("is_ood")),
             )  # fmt: skip
         )
     return out

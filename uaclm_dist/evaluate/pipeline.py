@@ -36,7 +36,8 @@ class GenerationStage:
         torch.set_num_threads(max(1, threads))
         cfg = ModelConfig.model_validate(model_cfg)
         self.tokenizer = load_tokenizer(cfg.name_or_path)
-        self.model = load_generation_model(cfg, adapter_dir)
+        device = torch.device("cuda", 0) if torch.cuda.is_available() else None
+        self.model = load_generation_model(cfg, adapter_dir, device=device)
         self.settings = GenerationSettings(**settings)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -110,7 +111,7 @@ def run_pipeline(
         fn_constructor_kwargs=dict(model_cfg=model_cfg, adapter_dir=adapter_dir,
                                    settings=settings, threads=int(max(1, cpus))),
         batch_size=eval_cfg["batch_size"], batch_format="pandas", concurrency=actors,
-        num_cpus=cpus,
+        num_cpus=cpus, num_gpus=eval_cfg.get("gpus_per_actor", 0),
     )  # fmt: skip
     needs_clusters = bool({"se", "dse"} & set(eval_cfg["scores"]))
     if needs_clusters:

@@ -77,7 +77,10 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def plot_roc(
-    per_method: Mapping[str, pd.DataFrame], scores: Sequence[str], threshold: float, path: Path,
+    per_method: Mapping[str, pd.DataFrame],
+    scores: Sequence[str],
+    threshold: float,
+    path: Path,
     ood: bool = False,
 ) -> Path:
     """ROC per score; positive class = incorrect answer (or OOD prompt when ``ood``)."""
@@ -99,8 +102,12 @@ def plot_roc(
             area = float(np.trapezoid(tpr, fpr))
             ax.plot(fpr, tpr, color=color, lw=1.8, label=f"{method} ({area:.3f})")
         ax.set(
-            title=_label(score)[0], xlabel="false positive rate", ylabel="true positive rate",
-            xlim=(0, 1), ylim=(0, 1.01), aspect="equal",
+            title=_label(score)[0],
+            xlabel="false positive rate",
+            ylabel="true positive rate",
+            xlim=(0, 1),
+            ylim=(0, 1.01),
+            aspect="equal",
         )
         ax.grid(alpha=0.3)
         ax.legend(title="method (AUROC)", fontsize=8, title_fontsize=8, loc="lower right")
@@ -134,12 +141,24 @@ def plot_rejection(
                 continue
             ref_color, who = ("grey", "") if shared else (color, f"{method} ")
             _, oracle = rejection_curve(c, -c)
-            ax.plot(rate, oracle, color=ref_color, lw=1, ls="--",
-                    label=f"{who}oracle ({oracle.mean():.3f})")
-            ax.axhline(c.mean(), color=ref_color, lw=1, ls=":",
-                       label=f"{who}random ({c.mean():.3f})")
-        ax.set(title=_label(score)[0], xlabel="fraction of answers rejected",
-               ylabel="accuracy of retained answers", xlim=(0, 1), ylim=(floor, 1.02))
+            ax.plot(
+                rate,
+                oracle,
+                color=ref_color,
+                lw=1,
+                ls="--",
+                label=f"{who}oracle ({oracle.mean():.3f})",
+            )
+            ax.axhline(
+                c.mean(), color=ref_color, lw=1, ls=":", label=f"{who}random ({c.mean():.3f})"
+            )
+        ax.set(
+            title=_label(score)[0],
+            xlabel="fraction of answers rejected",
+            ylabel="accuracy of retained answers",
+            xlim=(0, 1),
+            ylim=(floor, 1.02),
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
@@ -161,16 +180,36 @@ def plot_reliability(
         centers, width = (bins.edges[:-1] + bins.edges[1:]) / 2, 1.0 / n_bins
         used = bins.count > 0
         top, bottom = axes[0, j], axes[1, j]
-        top.bar(centers[used], bins.accuracy[used], width=width * 0.9, color=color, alpha=0.8,
-                edgecolor="black", lw=0.5, label="accuracy in bin")
-        top.bar(centers[used], bins.mean_confidence[used] - bins.accuracy[used],
-                bottom=bins.accuracy[used], width=width * 0.9, color="none", edgecolor="red",
-                hatch="//", lw=0.8, label="gap to confidence")
+        top.bar(
+            centers[used],
+            bins.accuracy[used],
+            width=width * 0.9,
+            color=color,
+            alpha=0.8,
+            edgecolor="black",
+            lw=0.5,
+            label="accuracy in bin",
+        )
+        top.bar(
+            centers[used],
+            bins.mean_confidence[used] - bins.accuracy[used],
+            bottom=bins.accuracy[used],
+            width=width * 0.9,
+            color="none",
+            edgecolor="red",
+            hatch="//",
+            lw=0.8,
+            label="gap to confidence",
+        )
         top.plot([0, 1], [0, 1], ls="--", color="grey", label="perfect calibration")
         used_w = bins.count[used] / max(bins.count.sum(), 1)
         gaps = np.abs(bins.accuracy[used] - bins.mean_confidence[used])
-        top.set(title=f"{method}: ECE {float(np.sum(used_w * gaps)):.4f}", ylabel="accuracy",
-                xlim=(0, 1), ylim=(0, 1.02))
+        top.set(
+            title=f"{method}: ECE {float(np.sum(used_w * gaps)):.4f}",
+            ylabel="accuracy",
+            xlim=(0, 1),
+            ylim=(0, 1.02),
+        )
         top.grid(alpha=0.3)
         top.legend(fontsize=8, loc="upper left")
         bottom.bar(centers, bins.count, width=width * 0.9, color="grey", edgecolor="black", lw=0.5)
@@ -187,8 +226,14 @@ def _histogram(ax, u: np.ndarray, correct: np.ndarray, log_x: bool) -> None:
         for k, (mask, name, color) in enumerate(groups):
             if mask.any():
                 frac = [np.mean(u[mask] == v) for v in values]
-                ax.bar(values + (k - 0.5) * width, frac, width=width, color=color, alpha=0.7,
-                       label=f"{name} (mean {u[mask].mean():.3g})")
+                ax.bar(
+                    values + (k - 0.5) * width,
+                    frac,
+                    width=width,
+                    color=color,
+                    alpha=0.7,
+                    label=f"{name} (mean {u[mask].mean():.3g})",
+                )
         ax.set_ylabel("fraction of answers")
         return
     lo, hi = (float(u.min()), float(u.max())) if u.size else (0.0, 1.0)
@@ -196,8 +241,15 @@ def _histogram(ax, u: np.ndarray, correct: np.ndarray, log_x: bool) -> None:
     edges = np.geomspace(lo, hi, 31) if log_x else np.linspace(lo, hi, 31)
     for mask, name, color in groups:
         if mask.any():
-            ax.hist(u[mask], bins=edges, density=True, alpha=0.5, color=color, edgecolor=color,
-                    label=f"{name} (mean {u[mask].mean():.3g})")
+            ax.hist(
+                u[mask],
+                bins=edges,
+                density=True,
+                alpha=0.5,
+                color=color,
+                edgecolor=color,
+                label=f"{name} (mean {u[mask].mean():.3g})",
+            )
     if log_x:
         ax.set_xscale("log")
     ax.set_ylabel("density")
@@ -210,8 +262,10 @@ def plot_histograms(
     d = _in_domain(df)
     correct = d["rouge_l"].to_numpy(float) > threshold
     fig, axes = _grid(len(scores), size=(4.6, 3.6))
-    fig.suptitle(f"{method}: uncertainty of correct vs incorrect answers "
-                 f"({int(correct.sum())} correct, {int((~correct).sum())} incorrect)")
+    fig.suptitle(
+        f"{method}: uncertainty of correct vs incorrect answers "
+        f"({int(correct.sum())} correct, {int((~correct).sum())} incorrect)"
+    )
     for ax, score in zip(axes, scores, strict=False):
         u = d[score].to_numpy(float)
         log_x = bool(score == "ppl" and u.size and u.min() > 0 and u.max() / u.min() > 20)
@@ -233,8 +287,7 @@ def _protocol_lines(protocol: Mapping[str, Any], metrics: Mapping[str, Any]) -> 
     first = next(iter(metrics.values()), {})
     clusterer = get("clusterer")
     if clusterer == "embedding":
-        clusterer = (f"embedding (all-MiniLM-L6-v2, cosine >= "
-                     f"{get('similarity_threshold', 0.85)})")
+        clusterer = f"embedding (all-MiniLM-L6-v2, cosine >= {get('similarity_threshold', 0.85)})"
     elif clusterer == "nli":
         clusterer = f"NLI bidirectional entailment ({get('nli_model_path')})"
     return [
@@ -254,7 +307,8 @@ def _protocol_lines(protocol: Mapping[str, Any], metrics: Mapping[str, Any]) -> 
         "score: a score is only informative where it beats it.",
         f"- Intervals: percentile bootstrap over examples, {first.get('n_bootstrap')} "
         f"resamples, {round(100 * (1 - (first.get('alpha') or 0.05)))}%."
-        if first.get("n_bootstrap") else "- Intervals: none (no bootstrap resamples).",
+        if first.get("n_bootstrap")
+        else "- Intervals: none (no bootstrap resamples).",
     ]
 
 
@@ -268,11 +322,21 @@ def _summary_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
     ci = _ci_label(next(iter(metrics.values()), {}))
     rows = []
     for method, m in metrics.items():
-        rows.append([method, m.get("n_examples", "?"), _with_ci(m, "accuracy"),
-                     _fmt(m.get("rouge_l_mean")), _fmt(m.get("exact_match")), _with_ci(m, "ece"),
-                     _fmt(m.get("auarc_oracle"))])
-    return markdown_table(["Method", "N", f"Accuracy{ci}", "Mean ROUGE-L", "Exact match",
-                           f"ECE{ci}", "AUARC oracle"], rows)
+        rows.append(
+            [
+                method,
+                m.get("n_examples", "?"),
+                _with_ci(m, "accuracy"),
+                _fmt(m.get("rouge_l_mean")),
+                _fmt(m.get("exact_match")),
+                _with_ci(m, "ece"),
+                _fmt(m.get("auarc_oracle")),
+            ]
+        )
+    return markdown_table(
+        ["Method", "N", f"Accuracy{ci}", "Mean ROUGE-L", "Exact match", f"ECE{ci}", "AUARC oracle"],
+        rows,
+    )
 
 
 def _score_table(m: Mapping[str, Any], scores: Sequence[str]) -> str:
@@ -283,8 +347,14 @@ def _score_table(m: Mapping[str, Any], scores: Sequence[str]) -> str:
     rows = []
     for s in scores:
         res = m["scores"].get(s, {})
-        row = [_label(s)[0], _with_ci(res, "auroc"), _with_ci(res, "auarc"), _with_ci(res, "prr"),
-               _with_ci(res, "spearman"), _with_ci(res, "pearson")]
+        row = [
+            _label(s)[0],
+            _with_ci(res, "auroc"),
+            _with_ci(res, "auarc"),
+            _with_ci(res, "prr"),
+            _with_ci(res, "spearman"),
+            _with_ci(res, "pearson"),
+        ]
         if has_ood:
             row += [_with_ci(res, "ood_auroc"), _with_ci(res, "ood_aupr")]
         rows.append(row)
@@ -325,26 +395,45 @@ def write_report(
     n_bins = int(protocol.get("n_bins", 10))
 
     images = [
-        ("Hallucination detection: ROC", plot_roc(per_method, scores, threshold,
-                                                  plots / "roc.png")),
-        ("Selective answering: accuracy-rejection", plot_rejection(per_method, scores, threshold,
-                                                                   plots / "rejection.png")),
-        ("Calibration: reliability", plot_reliability(per_method, threshold,
-                                                      plots / "reliability.png", n_bins)),
+        (
+            "Hallucination detection: ROC",
+            plot_roc(per_method, scores, threshold, plots / "roc.png"),
+        ),
+        (
+            "Selective answering: accuracy-rejection",
+            plot_rejection(per_method, scores, threshold, plots / "rejection.png"),
+        ),
+        (
+            "Calibration: reliability",
+            plot_reliability(per_method, threshold, plots / "reliability.png", n_bins),
+        ),
     ]
     for method, df in per_method.items():
-        images.append((f"Uncertainty histograms: {method}", plot_histograms(
-            df, method, scores, threshold, plots / f"hist_{_slug(method)}.png")))
-    if any("is_ood" in df.columns and df["is_ood"].astype(bool).any()
-           for df in per_method.values()):
-        images.append(("OOD detection: ROC", plot_roc(per_method, scores, threshold,
-                                                      plots / "ood_roc.png", ood=True)))
+        images.append(
+            (
+                f"Uncertainty histograms: {method}",
+                plot_histograms(df, method, scores, threshold, plots / f"hist_{_slug(method)}.png"),
+            )
+        )
+    if any(
+        "is_ood" in df.columns and df["is_ood"].astype(bool).any() for df in per_method.values()
+    ):
+        images.append(
+            (
+                "OOD detection: ROC",
+                plot_roc(per_method, scores, threshold, plots / "ood_roc.png", ood=True),
+            )
+        )
 
     lines = [f"# {title}", "", "## Protocol", "", *_protocol_lines(protocol, metrics), ""]
     lines += ["## Summary", "", _summary_table(metrics), ""]
-    lines += ["## Uncertainty scores", "",
-              "AUROC/AUARC/PRR: higher is better; Spearman/Pearson with ROUGE-L: more negative is "
-              "better. `Length (baseline)` is the answer-length-only score.", ""]
+    lines += [
+        "## Uncertainty scores",
+        "",
+        "AUROC/AUARC/PRR: higher is better; Spearman/Pearson with ROUGE-L: more negative is "
+        "better. `Length (baseline)` is the answer-length-only score.",
+        "",
+    ]
     for method, m in metrics.items():
         lines += [f"### {method}", "", _score_table(m, scores), ""]
     if comparison is not None:

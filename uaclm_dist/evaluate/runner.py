@@ -34,7 +34,12 @@ def resolve_adapter(spec: str) -> tuple[str, Path]:
 def prompt_rows(cfg: RunConfig, tokenizer) -> list[dict]:
     """Test-split (and OOD) prompts, encoded exactly as training encodes them."""
     from uaclm_dist.data import (
-        DataError, build_prompt, encode_prompt, fit_context, load_records, split_records,
+        DataError,
+        build_prompt,
+        encode_prompt,
+        fit_context,
+        load_records,
+        split_records,
     )  # fmt: skip
 
     try:

@@ -71,11 +71,22 @@ def load_rank_files(directory: Path, engine, rank: int) -> None:
         set_rng_state(torch.load(rng_file, weights_only=False))
 
 
+def is_complete(directory: Path) -> bool:
+    """Rank 0's run state and every rank's files are there (each rank writes its RNG file
+    after its DeepSpeed shard)."""
+    if not (directory / RUN_STATE).exists():
+        return False
+    world = read_run_state(directory)["world_size"]
+    return all((directory / "rng" / f"rank{r}.pt").exists() for r in range(world))
+
+
 def latest_checkpoint(storage_dir: Path) -> Path | None:
-    """Newest complete checkpoint under a Ray Train run folder (``checkpoint_*`` dirs)."""
-    candidates = [
-        p for p in Path(storage_dir).glob("checkpoint_*") if (p / RUN_STATE).exists()
-    ]
+    """Newest complete checkpoint under a Ray Train run folder (``checkpoint_*`` dirs).
+
+    Read from storage rather than only from Ray's registry: a worker group that dies right
+    after reporting can leave a checkpoint on disk that the controller never registered.
+    """
+    candidates = [p for p in Path(storage_dir).glob("checkpoint_*") if is_complete(p)]
     if not candidates:
         return None
     return max(candidates, key=lambda p: read_run_state(p)["next_step"])

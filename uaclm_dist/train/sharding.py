@@ -22,7 +22,14 @@ def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
 
 
 def step_micro_batches(
-    n: int, step: int, *, steps_per_epoch: int, micro: int, accum: int, world: int, rank: int,
+    n: int,
+    step: int,
+    *,
+    steps_per_epoch: int,
+    micro: int,
+    accum: int,
+    world: int,
+    rank: int,
     seed: int,
 ) -> list[list[int]]:
     """Example indices of each of this rank's ``accum`` micro-batches at optimizer ``step``."""

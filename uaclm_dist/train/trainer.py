@@ -159,8 +159,10 @@ def print_summary(summary: dict) -> None:
     a, b = summary["first_steps"], summary["last_steps"]
     print(f"\nrun folder: {summary['output_dir']}")
     if summary["stopped"]:
-        print(f"stopped after step {summary['steps_done']}/{summary['total_steps']} with a "
-              f"checkpoint; continue with: uaclm train CONFIG --resume {summary['output_dir']}")
+        print(
+            f"stopped after step {summary['steps_done']}/{summary['total_steps']} with a "
+            f"checkpoint; continue with: uaclm train CONFIG --resume {summary['output_dir']}"
+        )
     else:
         print(f"adapter:    {summary['adapter']}  (PeftModel.from_pretrained(base, path))")
     print("                      first steps   last steps")
@@ -168,9 +170,15 @@ def print_summary(summary: dict) -> None:
         print(f"  {key:<20}{_fmt(a[key]):>12}{_fmt(b[key]):>13}")
 
 
-def run_training(cfg: RunConfig, resume_dir: str | None = None) -> dict:
+def run_training(
+    cfg: RunConfig, resume_dir: str | None = None, stop_after_steps: int | None = None
+) -> dict:
     """Train with Ray Train + DeepSpeed. Returns the summary; ``summary['stopped']`` is True when
-    a stop was requested (the run can be resumed from its checkpoint)."""
+    a stop was requested (the run can be resumed from its checkpoint).
+
+    ``stop_after_steps``: checkpoint and stop after this many steps of this invocation (a run
+    sliced into wall-time-limited jobs); the schedule still spans the whole run.
+    """
     if resume_dir:
         out, run_id = rd.open_resumed_run_dir(cfg, resume_dir)
     else:
@@ -191,7 +199,8 @@ def run_training(cfg: RunConfig, resume_dir: str | None = None) -> dict:
         global_batch = o.micro_batch_size * o.grad_accumulation * world
         rd.write_run_info(out, cfg, run_id, {
             "world_size": world, "total_steps": n_steps, "steps_per_epoch": per_epoch,
-            "wrapped_examples_per_epoch": wrapped_examples(len(data.train), per_epoch, global_batch),
+            "wrapped_examples_per_epoch":
+                wrapped_examples(len(data.train), per_epoch, global_batch),
         })  # fmt: skip
         (out / "data_report.json").write_text(json.dumps(data.report, indent=2))
         (out / "split_ids.json").write_text(
@@ -208,6 +217,7 @@ def run_training(cfg: RunConfig, resume_dir: str | None = None) -> dict:
     if started_ray:
         ray.init(address=cfg.distributed.ray_address, runtime_env=_ray_runtime_env(cfg),
                  log_to_driver=True)  # fmt: skip
+    start_step = 0 if resume_checkpoint is None else _next_step(resume_checkpoint)
     resources = {"CPU": cfg.distributed.cpus_per_worker}
     if cfg.distributed.gpus_per_worker:
         resources["GPU"] = cfg.distributed.gpus_per_worker
@@ -217,6 +227,7 @@ def run_training(cfg: RunConfig, resume_dir: str | None = None) -> dict:
             "config": cfg.to_dict(), "examples": data.train, "pad_token_id": data.pad_token_id,
             "total_steps": n_steps, "steps_per_epoch": per_epoch, "output_dir": str(out),
             "run_id": run_id, "resume_dir": str(resume_checkpoint) if resume_checkpoint else None,
+            "stop_at_step": start_step + stop_after_steps if stop_after_steps else None,
         },
         scaling_config=ScalingConfig(
             num_workers=world, use_gpu=cfg.distributed.gpus_per_worker > 0,
@@ -229,7 +240,6 @@ def run_training(cfg: RunConfig, resume_dir: str | None = None) -> dict:
         ),
     )  # fmt: skip
     _install_stop_handlers(out)
-    start_step = 0 if resume_checkpoint is None else _next_step(resume_checkpoint)
     progress = _Progress(out / "metrics.jsonl", start_step, n_steps)
     progress.start()
     try:

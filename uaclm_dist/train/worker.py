@@ -64,7 +64,9 @@ def build_model(cfg: RunConfig, rank: int, world: int, device: torch.device):
         double_quant=m.quantization.double_quant,
         compute_dtype=_dtype(m.quantization.compute_dtype),
         storage_dtype=_dtype(m.quantization.storage_dtype),
-        tiny_kwargs=m.tiny.model_dump(exclude={"tokenizer"}) if m.name_or_path == "tiny-llama" else None,
+        tiny_kwargs=m.tiny.model_dump(exclude={"tokenizer"})
+        if m.name_or_path == "tiny-llama"
+        else None,
         seed=cfg.optim.seed,
         device_map={"": device} if device.type == "cuda" else None,
     )
@@ -107,7 +109,9 @@ def save_adapter(model, out_dir: Path, rank: int, zero_stage: int) -> dict:
 
     params = [p for _, p in lora_parameters(model)]
     with gathered(params, zero_stage):
-        state = {k: v.detach().to("cpu").clone() for k, v in get_peft_model_state_dict(model).items()}
+        state = {
+            k: v.detach().to("cpu").clone() for k, v in get_peft_model_state_dict(model).items()
+        }
         if rank == 0:
             model.save_pretrained(str(out_dir), state_dict=state)
     return {
@@ -157,11 +161,12 @@ class _MetricsSink:
             self.wandb.finish()
 
 
-def _set_aside_rows_from(path: Path, step: int) -> None:
-    """On resume, move rows of steps >= ``step`` (an abandoned trajectory) to a side file."""
+def _set_aside_rows_from(path: Path, start_step: int) -> None:
+    """On resume at 0-based ``start_step``, move rows of steps done after the checkpoint (row
+    ``step`` is the 1-based count, so rows > start_step: an abandoned trajectory) aside."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    keep = [r for r in rows if r["step"] < step]
-    dropped = [r for r in rows if r["step"] >= step]
+    keep = [r for r in rows if r["step"] <= start_step]
+    dropped = [r for r in rows if r["step"] > start_step]
     if dropped:
         with (path.parent / "metrics.superseded.jsonl").open("a") as f:
             f.writelines(json.dumps(r) + "\n" for r in dropped)
@@ -198,15 +203,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
         config=load_deepspeed_config(cfg, world), dist_init_required=False,
     )  # fmt: skip
 
-    # --- resume: Ray's checkpoint after a worker failure, else the one the user named -----
+    # --- resume: the newest complete checkpoint of this run (after a worker failure Ray
+    # restarts this function; --resume points the driver at the same folder) ---------------
     start_step, run_id = 0, loop_config["run_id"]
-    resume = ray.train.get_checkpoint()
-    resume_cm = resume.as_directory() if resume else nullcontext(loop_config.get("resume_dir"))
-    with resume_cm as resume_dir:
-        if resume_dir:
-            state = ckpt.read_run_state(Path(resume_dir))
-            ckpt.load_rank_files(Path(resume_dir), engine, rank)
-            start_step = state["next_step"]
+    resume_dir = ckpt.latest_checkpoint(out_dir / "ray" / "train")
+    if resume_dir is None and loop_config.get("resume_dir"):
+        resume_dir = Path(loop_config["resume_dir"])
+    if resume_dir is not None:
+        start_step = ckpt.read_run_state(resume_dir)["next_step"]
+        ckpt.load_rank_files(resume_dir, engine, rank)
     sink = _MetricsSink(cfg, out_dir, run_id, rank, start_step)
     if rank == 0:
         print(f"[uaclm] rank 0/{world}: {n_trainable:,} trainable of {n_total:,} parameters; "
@@ -216,7 +221,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory(prefix="uaclm-ckpt-") as tmp:
             tmp_path = Path(tmp)
             ckpt.save_rank_files(tmp_path, engine, rank)
-            fingerprint = save_adapter(peft_model, tmp_path / "adapter", rank, cfg.distributed.zero_stage)
+            fingerprint = save_adapter(
+                peft_model, tmp_path / "adapter", rank, cfg.distributed.zero_stage
+            )
             if final:  # the user-facing adapter, outside Ray's storage
                 save_adapter(peft_model, out_dir / "adapter", rank, cfg.distributed.zero_stage)
             if rank == 0:
@@ -262,6 +269,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if (step + 1) % cfg.logging.log_every_steps == 0 or step + 1 == total_steps:
             sink.log(metrics)
         stop = _all_ranks_agree((out_dir / STOP_FILE).exists(), device)
+        stop = stop or step + 1 == loop_config.get("stop_at_step")
         every = cfg.logging.checkpoint_every_steps
         if stop or (every and (step + 1) % every == 0 and step + 1 < total_steps):
             save_checkpoint(step + 1, metrics, final=False)
