@@ -1,0 +1,121 @@
+"""Evaluation throughput: the Ray Data pipeline vs a plain sequential loop, in one run.
+
+Both evaluate the same model (SmolLM2-135M-Instruct, fp32, packaged), the same prompts
+(FanOutQA test questions, chat template) and the same protocol (greedy answer + K samples at
+temperature 0.3, untempered token log-probs and entropies, semantic clustering, scores):
+
+- sequential: one prompt at a time, `model.generate` for the greedy answer and again for the
+  K samples (how per-question research code runs), clustering and scoring in the same loop;
+- pipeline: `run_pipeline` (generation actors over Ray Data, batched prompts, a clustering
+  actor, vectorized scoring), on a local Ray cluster started before the clock starts.
+
+Both timings include loading the model (the pipeline's actors load it themselves).
+Reports answers scored per second and the ratio.
+
+    python benchmarks/eval_throughput.py [--prompts 48] [--samples 5] [--actors 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _config(args):
+    from uaclm_dist.config import RunConfig
+
+    return RunConfig.model_validate({
+        "model": {"name_or_path": "smollm2-135m", "dtype": "float32",
+                  "quantization": {"method": "none"}, "lora": {"enabled": False}},
+        "data": {"format": "fanoutqa", "max_examples": args.prompts * 2, "train_fraction": 0.5,
+                 "prompt_template": "chat", "max_length": 160},
+        "eval": {"num_samples": args.samples, "max_new_tokens": args.max_new_tokens,
+                 "batch_size": args.batch_size, "num_generation_actors": args.actors,
+                 "cpus_per_actor": max(1, (os.cpu_count() or 2) // args.actors),
+                 "scores": ["te", "ppl", "pe", "se", "dse", "length"]},
+    })  # fmt: skip
+
+
+def sequential(cfg, rows) -> float:
+    import torch
+
+    from uaclm_dist.evaluate.clustering import assign_clusters, build_clusterer
+    from uaclm_dist.evaluate.generation import (
+        GenerationSettings, example_stats, load_generation_model,
+    )  # fmt: skip
+    from uaclm_dist.evaluate.metrics import example_frame
+    from uaclm_dist.modeling.loading import load_tokenizer
+
+    torch.set_num_threads(os.cpu_count() or 2)
+    t0 = time.perf_counter()
+    tokenizer = load_tokenizer(cfg.model.name_or_path)
+    model = load_generation_model(cfg.model, None)
+    clusterer = build_clusterer(cfg.eval.model_dump())
+    settings = GenerationSettings(cfg.eval.num_samples, cfg.eval.temperature,
+                                  cfg.eval.max_new_tokens)  # fmt: skip
+    for row in rows:
+        (stats,) = example_stats(model, tokenizer, [row], settings)
+        example_frame([assign_clusters(stats, clusterer)], list(cfg.eval.scores))
+    return time.perf_counter() - t0
+
+
+def pipeline(cfg, rows) -> float:
+    import ray
+
+    from uaclm_dist.evaluate.pipeline import run_pipeline
+
+    ray.init(runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+    try:
+        t0 = time.perf_counter()
+        df = run_pipeline(rows, model_cfg=cfg.model.model_dump(), adapter_dir=None,
+                          eval_cfg=cfg.eval.model_dump())  # fmt: skip
+        seconds = time.perf_counter() - t0
+        assert len(df) == len(rows)
+        return seconds
+    finally:
+        ray.shutdown()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--prompts", type=int, default=48)
+    p.add_argument("--samples", type=int, default=5)
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--actors", type=int, default=2)
+    p.add_argument("--out", default=".bench/eval_throughput.md")
+    args = p.parse_args(argv)
+
+    from uaclm_dist.evaluate.runner import prompt_rows
+    from uaclm_dist.modeling.loading import load_tokenizer
+
+    cfg = _config(args)
+    rows = prompt_rows(cfg, load_tokenizer(cfg.model.name_or_path))[: args.prompts]
+    seq_s = sequential(cfg, rows)
+    pipe_s = pipeline(cfg, rows)
+    n = len(rows)
+    table = "\n".join([
+        f"Evaluation throughput, SmolLM2-135M-Instruct fp32, {n} FanOutQA prompts, greedy + "
+        f"{args.samples} samples x {args.max_new_tokens} new tokens, clustering + scores; "
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs",
+        "",
+        "| variant | seconds | answers scored / s | vs sequential |",
+        "|---|---|---|---|",
+        f"| sequential loop (1 prompt at a time) | {seq_s:.1f} | {n / seq_s:.3f} | 1.00x |",
+        f"| Ray Data pipeline ({args.actors} actors, batch {args.batch_size}) | {pipe_s:.1f} | "
+        f"{n / pipe_s:.3f} | {seq_s / pipe_s:.2f}x |",
+    ])  # fmt: skip
+    print(table)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The real Ray Data evaluation pipeline end to end (`uaclm eval` in a subprocess).
+
+SmolLM2-135M-Instruct (packaged) answers a small jsonl set that mixes questions it knows with
+questions it does not, so both classes exist and every metric is defined; FanOutQA questions
+serve as the OOD set.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+QA = REPO / "tests" / "fixtures" / "data" / "easy_and_hard_qa.jsonl"
+SMOLLM2_EVAL = (
+    "model.name_or_path=smollm2-135m", "model.quantization.method=none", "model.dtype=float32",
+    "model.lora.enabled=false", "data.format=jsonl", f"data.paths=[{QA}]",
+    "data.train_fraction=0.05", "data.prompt_template=chat", "data.max_length=160",
+    "eval.num_samples=3", "eval.max_new_tokens=12", "eval.batch_size=4",
+    "eval.num_generation_actors=2", "eval.bootstrap_samples=200",
+)  # fmt: skip
+
+
+def uaclm_eval(out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "uaclm_dist.cli", "eval", str(REPO / "configs/tiny_test.yaml"),
+         "--base", "--out", str(out), *SMOLLM2_EVAL, *overrides],
+        cwd=REPO, capture_output=True, text=True, timeout=1200, check=False,
+    )  # fmt: skip
+
+
+def test_eval_pipeline_scores_every_id_once_and_writes_the_report(tmp_path):
+    out = tmp_path / "eval"
+    proc = uaclm_eval(out, "data.ood.format=fanoutqa", "data.ood.max_examples=4")
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    df = pd.read_parquet(out / "per_example" / "base.parquet")
+    expected = {json.loads(x)["id"] for x in QA.read_text().splitlines()}
+    in_domain = df[~df["is_ood"]]
+    assert len(in_domain) == len(set(in_domain["id"])) == len(expected) - 1  # 1 id trains
+    assert set(in_domain["id"]) < expected
+    assert df["is_ood"].sum() == 4 and df["id"].is_unique
+    # statistics are there to recompute every score offline
+    for column in ("greedy_token_logprobs", "greedy_token_entropies", "sample_texts",
+                   "sample_token_logprobs", "cluster_ids", "te", "ppl", "pe", "se", "dse",
+                   "length", "rouge_l", "is_correct"):  # fmt: skip
+        assert column in df.columns, column
+    assert all(len(s) == 3 for s in df["sample_texts"])
+    metrics = json.loads((out / "metrics.json").read_text())["base"]
+    assert 0 < metrics["accuracy"] < 1, "fixture should mix known and unknown questions"
+    for name, res in metrics["scores"].items():
+        for key in ("auroc", "auarc", "prr", "ood_auroc", "ood_aupr"):
+            assert res[key] is not None, (name, key)
+            low, high = res[f"{key}_ci"]
+            assert low <= res[key] <= high or key == "prr", (name, key)
+    report = (out / "report.md").read_text()
+    assert "AUROC" in report
+    for png in ("roc.png", "rejection.png", "reliability.png", "hist_base.png", "ood_roc.png"):
+        data = (out / "plots" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
+    # an existing evaluation is never overwritten
+    again = uaclm_eval(out)
+    assert again.returncode == 2 and "already holds an evaluation" in again.stderr
+
+
+def test_eval_rejects_a_missing_adapter_before_starting_ray(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "uaclm_dist.cli", "eval", str(REPO / "configs/tiny_test.yaml"),
+         "--adapter", f"x={tmp_path / 'nothing'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "no peft adapter" in proc.stderr and "Traceback" not in proc.stderr
