@@ -138,6 +138,8 @@ def test_valid_keys_and_reference_cover_the_schema():
 def test_docs_config_md_holds_the_current_reference():
     docs = (REPO_ROOT / "docs" / "CONFIG.md").read_text()
     assert reference_markdown() in docs, "regenerate docs/CONFIG.md with `uaclm config reference`"
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert reference_markdown() in readme, "regenerate the README's configuration reference"
 
 
 def test_direct_construction_runs_cross_field_checks():

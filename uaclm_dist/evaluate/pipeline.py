@@ -68,7 +68,8 @@ def score_batch(batch: pd.DataFrame, score_names: list[str], threshold: float) -
 
     stats = [ExampleStats.from_row(r) for r in _rows(batch)]
     scored = example_frame(stats, score_names, threshold)
-    raw = pd.DataFrame([s.to_row() for s in stats]).drop(columns=["question", "is_ood"])
+    raw = pd.DataFrame([s.to_row() for s in stats])
+    raw = raw[["id", *(c for c in raw.columns if c not in scored.columns)]]
     return scored.merge(raw, on="id", how="left", validate="one_to_one")
 
 

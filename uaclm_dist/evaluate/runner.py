@@ -70,6 +70,16 @@ def prompt_rows(cfg: RunConfig, tokenizer) -> list[dict]:
     return rows
 
 
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Plain arrow columns without pandas extension-dtype metadata (Ray hands back
+    ``ArrowDtype`` list columns, whose metadata pandas cannot read back)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata(None), path)
+
+
 def prepare_eval_dir(path: str | Path) -> Path:
     out = Path(path).resolve()
     if (out / "metrics.json").exists():
@@ -125,7 +135,7 @@ def run_evaluation(
             df = run_pipeline(rows, model_cfg=cfg.model.model_dump(),
                               adapter_dir=str(adapter) if adapter else None,
                               eval_cfg=cfg.eval.model_dump(), seed=cfg.optim.seed)  # fmt: skip
-            df.to_parquet(out / "per_example" / f"{name}.parquet", index=False)
+            write_parquet(df, out / "per_example" / f"{name}.parquet")
             per_method[name] = df
             metrics[name] = compute_metrics(df, scores, threshold, cfg.eval.bootstrap_samples,
                                             seed=cfg.optim.seed)  # fmt: skip
