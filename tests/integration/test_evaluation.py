@@ -77,3 +77,19 @@ def test_eval_rejects_a_missing_adapter_before_starting_ray(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert "no peft adapter" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_uaclm_run_trains_then_evaluates_base_and_the_adapter(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "uaclm_dist.cli", "run", str(REPO / "configs/tiny_test.yaml"),
+         f"logging.output_dir={out}", "optim.max_steps=2", "eval.max_examples=4",
+         "eval.max_new_tokens=4", "eval.num_samples=2", "eval.bootstrap_samples=20"],
+        cwd=REPO, capture_output=True, text=True, timeout=1200, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert set(metrics) == {"base", "trained"}
+    assert all(m["n_examples"] == 4 for m in metrics.values())
+    assert (out / "eval" / "report.md").exists()

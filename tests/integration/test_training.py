@@ -49,7 +49,13 @@ def adapter_tensors(out: Path) -> dict[str, torch.Tensor]:
 
 def test_zero2_qlora_two_workers_learns_and_saves_a_loadable_adapter(tmp_path):
     out = tmp_path / "z2"
-    summary = train(out, "optim.max_steps=24", "objective.name=clm", "optim.lr=3e-3")
+    summary = train(
+        out,
+        "optim.max_steps=24",
+        "objective.name=clm",
+        "optim.lr=3e-3",
+        "logging.wandb_mode=offline",
+    )
     rows = metrics(out)
     assert [r["step"] for r in rows] == list(range(1, 25))
     first = sum(r["loss"] for r in rows[:4]) / 4
@@ -75,6 +81,9 @@ def test_zero2_qlora_two_workers_learns_and_saves_a_loadable_adapter(tmp_path):
     assert summary["adapter_numel"] == sum(t.numel() for t in tensors.values())
     for name in ("config.yaml", "run_info.json", "data_report.json", "split_ids.json"):
         assert (out / name).exists(), name
+    # W&B offline run (rank 0 only), named by the run id kept for resume
+    run_id = info["run_id"]
+    assert len(list((out / "wandb").glob(f"offline-run-*-{run_id}"))) == 1
 
 
 def test_zero3_qlora_saves_the_adapter_the_workers_held(tmp_path):
