@@ -28,6 +28,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -133,6 +134,23 @@ def wait_for(what: str, predicate, timeout: float, interval: float = 0.5, diagno
             extra = f"\n{diagnose()}" if diagnose else ""
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
         time.sleep(interval)
+
+
+def free_port_block(size: int = 100, start: int = 33000, stop: int = 60000) -> int:
+    """First port of ``size`` consecutive ports that are all free now (Ray of a local head)."""
+    for base in range(start + (os.getpid() % 50) * size, stop, size):
+        if all(_port_free(p) for p in range(base, base + size)):
+            return base
+    raise RuntimeError(f"no {size} free consecutive ports in {start}..{stop}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port() -> int:
@@ -274,12 +292,25 @@ class NetnsNetwork:
                          "dev", "eth0")  # fmt: skip
                 self._ip("netns", "exec", ns, "ip", "link", "set", "eth0", "up")
                 self._ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
-            for i in range(1, self.n + 1):  # every node reaches the bridge and the others
-                self.exec(i, ["ping", "-c1", "-W2", self.bridge_ip], timeout=10)
+            self.check_connectivity()
         except BaseException:
             self.teardown()
             raise
         return self
+
+    def check_connectivity(self) -> None:
+        """Every namespace opens a TCP connection to the bridge address (no ping needed)."""
+        with socket.socket() as listener:
+            listener.bind((self.bridge_ip, 0))
+            listener.listen(self.n)
+            port = listener.getsockname()[1]
+            probe = (
+                "import socket, sys; "
+                "socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)"
+            )
+            for i in range(1, self.n + 1):
+                self.exec(i, [sys.executable, "-c", probe, self.bridge_ip, str(port)],
+                          timeout=30)  # fmt: skip
 
     def exec(self, i: int, cmd: Sequence[str], **kw) -> subprocess.CompletedProcess:
         return run(["nsenter", f"--net={self.netns_path(i)}", *cmd], **kw)
@@ -495,11 +526,11 @@ class LocalHead:
 
     def __init__(self, state: Path):
         self.state = state
-        self.port_base = 33000 + (os.getpid() % 100) * 50  # away from Ray's defaults
+        self.port_base = free_port_block()
         token = state / "auth_token"
         token.write_text(secrets.token_hex(32))
         os.chmod(token, 0o600)
-        self.env = {**os.environ, "UACLM_HEAD_DIR": str(state / "head"),
+        self.env = {**os.environ, "UACLM_HEAD_DIR": str(state / "h"),
                     "UACLM_RAY_PORT_BASE": str(self.port_base),
                     "RAY_AUTH_TOKEN_PATH": str(token), "RAY_AUTH_MODE": "token",
                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # fmt: skip
@@ -527,7 +558,7 @@ class LocalHead:
         return self
 
     def pid(self) -> int | None:
-        path = self.state / "head" / "head.pid"
+        path = self.state / "h" / "head.pid"
         return int(path.read_text()) if path.exists() else None
 
     def stop(self) -> None:
@@ -544,8 +575,6 @@ class LocalHead:
 # ------------------------------------------------------------------------------- manual use
 
 if __name__ == "__main__":
-    import sys
-
     kind = sys.argv[1] if len(sys.argv) > 1 else "single"
     ensure_slurm_installed()
     root = short_tmpdir("ulc")
