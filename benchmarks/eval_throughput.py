@@ -47,7 +47,9 @@ def sequential(cfg, rows) -> float:
 
     from uaclm_dist.evaluate.clustering import assign_clusters, build_clusterer
     from uaclm_dist.evaluate.generation import (
-        GenerationSettings, example_stats, load_generation_model,
+        GenerationSettings,
+        example_stats,
+        load_generation_model,
     )  # fmt: skip
     from uaclm_dist.evaluate.metrics import example_frame
     from uaclm_dist.modeling.loading import load_tokenizer
