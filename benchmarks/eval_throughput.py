@@ -5,9 +5,11 @@ Both evaluate the same model (SmolLM2-135M-Instruct, fp32, packaged), the same p
 temperature 0.3, untempered token log-probs and entropies, semantic clustering, scores):
 
 - sequential: one prompt at a time, `model.generate` for the greedy answer and again for the
-  K samples (how per-question research code runs), clustering and scoring in the same loop;
-- pipeline: `run_pipeline` (generation actors over Ray Data, batched prompts, a clustering
-  actor, vectorized scoring), on a local Ray cluster started before the clock starts.
+  K samples (how per-question research code runs: `eval.decoder=hf_generate`), clustering and
+  scoring in the same loop;
+- pipeline: `run_pipeline` (generation actors over Ray Data, batched prompts, shared-prefill
+  decoding of the greedy answer and the samples together, a clustering actor, vectorized
+  scoring), on a local Ray cluster started before the clock starts.
 
 Both timings include loading the model (the pipeline's actors load it themselves).
 Reports answers scored per second and the ratio.
@@ -60,7 +62,7 @@ def sequential(cfg, rows) -> float:
     model = load_generation_model(cfg.model, None)
     clusterer = build_clusterer(cfg.eval.model_dump())
     settings = GenerationSettings(cfg.eval.num_samples, cfg.eval.temperature,
-                                  cfg.eval.max_new_tokens)  # fmt: skip
+                                  cfg.eval.max_new_tokens, decoder="hf_generate")  # fmt: skip
     for row in rows:
         (stats,) = example_stats(model, tokenizer, [row], settings)
         example_frame([assign_clusters(stats, clusterer)], list(cfg.eval.scores))

@@ -28,6 +28,7 @@ class GenerationSettings:
     max_new_tokens: int
     seed: int = 0
     top_k: int = 0  # 0: pure temperature sampling (top-p is always off)
+    decoder: str = "shared_prefill"  # or "hf_generate" (see EvalConfig.decoder)
 
 
 @dataclass
@@ -138,19 +139,29 @@ def example_stats(
     prompts = [list(r["prompt_ids"]) for r in rows]
     eos = [tokenizer.eos_token_id]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    common = dict(pad_token_id=pad, eos_token_ids=eos, max_new_tokens=settings.max_new_tokens)
-    greedy = generate_answers(model, prompts, do_sample=False, num_return=1,
-                              temperature=1.0, seed=0, **common)  # fmt: skip
     seed = batch_seed(settings.seed, [str(r["id"]) for r in rows])
-    samples = generate_answers(model, prompts, do_sample=True, num_return=settings.num_samples,
-                               temperature=settings.temperature, seed=seed, top_k=settings.top_k,
-                               **common)  # fmt: skip
+    common = dict(pad_token_id=pad, eos_token_ids=eos, max_new_tokens=settings.max_new_tokens)
+    if settings.decoder == "shared_prefill":
+        from uaclm_dist.evaluate.decoding import decode_greedy_and_samples
+
+        pairs = decode_greedy_and_samples(model, prompts, num_samples=settings.num_samples,
+                                          temperature=settings.temperature, seed=seed,
+                                          top_k=settings.top_k, **common)  # fmt: skip
+    elif settings.decoder == "hf_generate":
+        greedy = generate_answers(model, prompts, do_sample=False, num_return=1,
+                                  temperature=1.0, seed=0, **common)  # fmt: skip
+        samples = generate_answers(model, prompts, do_sample=True, num_return=settings.num_samples,
+                                   temperature=settings.temperature, seed=seed,
+                                   top_k=settings.top_k, **common)  # fmt: skip
+        pairs = [(g, s) for (g,), s in zip(greedy, samples, strict=True)]
+    else:
+        raise ValueError(f"unknown decoder {settings.decoder!r}")
 
     def text(a: GeneratedAnswer) -> str:
         return tokenizer.decode(a.token_ids, skip_special_tokens=True).strip()
 
     out = []
-    for row, (g,), s in zip(rows, greedy, samples, strict=True):
+    for row, (g, s) in zip(rows, pairs, strict=True):
         out.append(
             ExampleStats(
                 id=str(row["id"]),

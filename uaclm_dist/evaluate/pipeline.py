@@ -105,7 +105,8 @@ def run_pipeline(
     cpus = eval_cfg.get("cpus_per_actor", 1)
     settings = dict(num_samples=eval_cfg["num_samples"], temperature=eval_cfg["temperature"],
                     max_new_tokens=eval_cfg["max_new_tokens"], seed=seed,
-                    top_k=eval_cfg.get("top_k", 0))  # fmt: skip
+                    top_k=eval_cfg.get("top_k", 0),
+                    decoder=eval_cfg.get("decoder", "shared_prefill"))  # fmt: skip
     ds = ray.data.from_items(prompt_rows)
     ds = ds.map_batches(
         GenerationStage,
