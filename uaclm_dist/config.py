@@ -382,6 +382,12 @@ class EvalConfig(_Section):
     top_k: int = Field(
         0, ge=0, description="Sampling: top-k filter (0: off, pure temperature sampling)."
     )
+    decoder: Literal["shared_prefill", "hf_generate"] = Field(
+        "shared_prefill",
+        description="How answers are generated: `shared_prefill` runs each prompt's prefill once "
+        "and decodes the greedy answer and the samples together (evaluate/decoding.py); "
+        "`hf_generate` calls HF `generate` twice (greedy, then samples), the reference path.",
+    )
     bootstrap_samples: int = Field(
         1000, ge=0, description="Bootstrap resamples for confidence intervals (0: none)."
     )
@@ -410,6 +416,13 @@ class LoggingConfig(_Section):
     log_every_steps: int = Field(1, ge=1, description="Log metrics every N optimizer steps.")
     checkpoint_every_steps: int = Field(
         0, ge=0, description="Checkpoint every N optimizer steps (0: only at the end)."
+    )
+    probe_examples: int = Field(
+        16,
+        ge=0,
+        description="Entropy probe: held-out (test-split) examples measured before the first "
+        "step and after the last, with token sets fixed by the starting model's errors "
+        "(probe.jsonl, summary.json; see train/probe.py). 0: off.",
     )
 
 

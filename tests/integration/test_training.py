@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny_test.yaml"
+DEMO = REPO / "configs" / "demo.yaml"
 
 
 def uaclm(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -146,6 +147,44 @@ def test_stop_and_resume_reproduce_the_uninterrupted_losses(tmp_path):
     other = uaclm("train", str(TINY), f"logging.output_dir={part}", *run, "objective.name=ua_clm",
                   "--resume", str(part))  # fmt: skip
     assert other.returncode == 2 and "objective.name" in other.stderr
+
+
+def test_ua_clm_shows_the_paper_signature_on_the_demo_data(tmp_path):
+    """The demo setup (SmolLM2 QLoRA, FanOutQA, 2 workers, ZeRO-2), 10 steps of CLM and of
+    UA-CLM from the same start. The entropy probe holds the token sets fixed (held-out tokens,
+    split by the starting model's errors), so the comparison is not confounded by which tokens
+    each run happens to get wrong at the end (see train/probe.py). Direction only.
+
+    What is asserted is the signature as it shows at this scale: UA-CLM drives correct-token
+    entropy down and keeps incorrect-token entropy high *relative to it*, far more than CLM, so
+    entropy separates wrong tokens from right ones better. The absolute entropy of incorrect
+    tokens is not compared with CLM's: measured on this probe, CLM's first rises (3.70 vs
+    UA-CLM's 2.80 nats after 10 steps: moving mass off the wrong argmax spreads it) and later
+    falls below (2.08 vs 2.89 after 30 steps, as CLM learns those tokens), so its sign depends on
+    the run length, while UA-CLM's stays at the starting level (2.88) in both."""
+    short = ("optim.max_steps=10", "logging.wandb_mode=disabled", "logging.probe_examples=16")
+    probe = {}
+    for objective in ("clm", "ua_clm"):
+        summary = train(tmp_path / objective, *short, f"objective.name={objective}", config=DEMO)
+        assert summary["steps_done"] == 10
+        probe[objective] = summary["probe"]
+        assert probe[objective]["start"]["step"] == 0 and probe[objective]["end"]["step"] == 10
+    start, clm, ua = probe["ua_clm"]["start"], probe["clm"]["end"], probe["ua_clm"]["end"]
+    for key in ("n_tokens", "n_base_correct", "entropy_base_correct", "entropy_base_incorrect"):
+        assert probe["clm"]["start"][key] == pytest.approx(start[key], rel=1e-6), key
+    assert 0 < start["n_base_correct"] < start["n_tokens"]
+
+    def ratio(row: dict) -> float:  # incorrect-token entropy relative to correct-token entropy
+        return row["entropy_base_incorrect"] / row["entropy_base_correct"]
+
+    context = {"start": start, "clm": clm, "ua_clm": ua}
+    # Correct-token entropy falls under UA-CLM: below where it started and below CLM's ...
+    assert ua["entropy_base_correct"] < start["entropy_base_correct"], context
+    assert ua["entropy_base_correct"] < clm["entropy_base_correct"], context
+    # ... while incorrect-token entropy stays high relative to it, more so than under CLM ...
+    assert ratio(ua) > ratio(start) and ratio(ua) > ratio(clm), context
+    # ... so token entropy detects the model's own wrong tokens better than after CLM.
+    assert ua["entropy_auroc"] > clm["entropy_auroc"], context
 
 
 def test_uaclm_stop_checkpoints_a_running_job_which_then_resumes(tmp_path):

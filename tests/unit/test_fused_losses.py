@@ -209,3 +209,20 @@ def test_vocab_parallel_matches_reference_over_gloo(world, tmp_path):
             rows = slice(got["start"], got["end"])
             _assert_close(got["grad_weight"], grad_w[rows], TOL[dtype], f"{what} rank {rank} dW")
             _assert_close(got["grad_bias"], grad_b[rows], TOL[dtype], f"{what} rank {rank} db")
+
+
+@pytest.mark.parametrize("world", [1, 3])
+def test_sharded_head_token_stats_match_dense(world, tmp_path):
+    """Per-token entropy and argmax (the entropy probe's statistics) from the sharded head
+    equal the dense softmax over the full vocabulary, exact ties included."""
+    mp.spawn(vpw.run_rank, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world,
+             join=True)  # fmt: skip
+    for case in ("random", "ties"):
+        hiddens, labels, weight, bias = vpw.make_inputs(world, torch.float64, case)
+        for rank in range(world):
+            entropy, pred = torch.load(tmp_path / f"rank{rank}_stats.pt")[case]
+            keep = labels[rank].reshape(-1) != -100
+            logits = (hiddens[rank].reshape(-1, vpw.HIDDEN) @ weight.T + bias)[keep]
+            logp = torch.log_softmax(logits, -1)
+            assert torch.equal(pred, logits.argmax(-1)), (case, rank)
+            _assert_close(entropy, -(logp.exp() * logp).sum(-1), 1e-10, f"{case} rank {rank}")

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from uaclm_dist.losses.vocab_parallel import vocab_parallel_loss, vocab_shard_range
+from uaclm_dist.modeling.sharded_head import ShardedLMHead
 
 VOCAB = 37
 HIDDEN = 6
@@ -72,6 +73,22 @@ CASES = [
 ]
 
 
+def head_token_stats(rank: int, world: int) -> dict:
+    """``ShardedLMHead.token_stats`` (no grad) on this rank's supervised tokens, per case."""
+    out = {}
+    for case in ("random", "ties"):
+        hiddens, labels, weight, bias = make_inputs(world, torch.float64, case)
+        start, end = vocab_shard_range(VOCAB, rank, world)
+        head = ShardedLMHead(weight[start:end], vocab_start=start, vocab_size=VOCAB, rank=rank,
+                             world_size=world, bias_shard=bias[start:end])  # fmt: skip
+        keep = labels[rank].reshape(-1) != -100
+        flat = hiddens[rank].reshape(-1, HIDDEN)[keep]
+        entropy, pred = head.token_stats(flat, labels[rank].reshape(-1)[keep], chunk_tokens=3,
+                                         chunk_vocab=5)  # fmt: skip
+        out[case] = (entropy, pred)
+    return out
+
+
 def run_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -96,5 +113,6 @@ def run_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
                     )
                 )  # fmt: skip
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(head_token_stats(rank, world), os.path.join(out_dir, f"rank{rank}_stats.pt"))
     finally:
         dist.destroy_process_group()

@@ -22,9 +22,14 @@ import contextlib
 import torch
 import torch.distributed as dist
 
-from uaclm_dist.losses.fused import fused_loss
+from uaclm_dist.losses import token_stats as ts
+from uaclm_dist.losses.fused import FusedTokenStats, fused_loss
 from uaclm_dist.losses.reference import LossOutput
-from uaclm_dist.losses.vocab_parallel import vocab_parallel_loss, vocab_shard_range
+from uaclm_dist.losses.vocab_parallel import (
+    VocabParallelTokenStats,
+    vocab_parallel_loss,
+    vocab_shard_range,
+)
 from uaclm_dist.modeling.hidden import lm_head_weight, output_head, unwrap_model
 
 __all__ = ["LMHeadRemoved", "ShardedLMHead", "replace_lm_head", "vocab_shard_range"]
@@ -140,6 +145,38 @@ class ShardedLMHead(torch.nn.Module):
             hidden, self.weight_shard, labels, vocab_start=self.vocab_start, group=group,
             objective=objective, bias_shard=self.bias_shard, **loss_kwargs,
         )  # fmt: skip
+
+    @torch.no_grad()
+    def token_stats(
+        self,
+        hidden: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        group: dist.ProcessGroup | None = None,
+        chunk_tokens: int | None = None,
+        chunk_vocab: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token full-vocabulary entropy and argmax, without logits and without gradients.
+
+        Args:
+            hidden: ``[N, H]`` final hidden states of supervised positions.
+            labels: ``[N]`` their targets (not -100; only carried through the statistics).
+            group: as in :meth:`forward`; every rank of the group must call this.
+
+        Returns:
+            ``(entropy [N] in nats (fp32 or fp64), pred [N] int64)``.
+        """
+        chunks = (chunk_tokens or ts.DEFAULT_CHUNK_TOKENS, chunk_vocab or ts.DEFAULT_CHUNK_VOCAB)
+        if self.world_size == 1:
+            _, _, entropy, pred = FusedTokenStats.apply(
+                hidden, self.weight_shard, self.bias_shard, labels, *chunks
+            )
+        else:
+            _, _, entropy, pred = VocabParallelTokenStats.apply(
+                hidden, self.weight_shard, self.bias_shard, labels, self.vocab_start, group,
+                *chunks,
+            )  # fmt: skip
+        return entropy, pred
 
     def extra_repr(self) -> str:
         return (

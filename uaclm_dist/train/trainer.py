@@ -32,6 +32,7 @@ class PreparedData:
     train_ids: list[str]
     report: dict
     pad_token_id: int
+    probe: list  # TokenizedExample: the first logging.probe_examples test-split examples
 
 
 def prepare_training_data(cfg: RunConfig) -> PreparedData:
@@ -53,13 +54,17 @@ def prepare_training_data(cfg: RunConfig) -> PreparedData:
         raise ConfigError(
             f"no training example left after tokenization ({report}); check data.max_length"
         )
+    probe, _ = tokenize_records(
+        test[: cfg.logging.probe_examples], tokenizer, template=cfg.data.prompt_template,
+        loss_on=cfg.data.loss_on, max_length=cfg.data.max_length,
+    )  # fmt: skip
     report_dict = {
         "records": len(records), "train_records": len(train), "test_records": len(test),
         "tokenize": report.as_dict() if hasattr(report, "as_dict") else vars(report),
     }  # fmt: skip
     return PreparedData(
         train=examples, test_ids=[r.id for r in test], train_ids=[r.id for r in train],
-        report=report_dict, pad_token_id=tokenizer.pad_token_id,
+        report=report_dict, pad_token_id=tokenizer.pad_token_id, probe=probe,
     )  # fmt: skip
 
 
@@ -148,11 +153,21 @@ def summarize(out: Path, result_metrics: dict, stopped: bool) -> dict:
         "total_steps": rows[-1]["total_steps"] if rows else None,
         "first_steps": {k: mean(first, k) for k in keys},
         "last_steps": {k: mean(last, k) for k in keys},
+        "probe": _probe_rows(out),
         "adapter_numel": result_metrics.get("adapter_numel"),
         "adapter_l1": result_metrics.get("adapter_l1"),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _probe_rows(out: Path) -> dict | None:
+    """``{"start": row, "end": row}`` of probe.jsonl (None when the probe is off)."""
+    path = out / "probe.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return {"start": rows[0], "end": rows[-1]} if rows else None
 
 
 def print_summary(summary: dict) -> None:
@@ -168,6 +183,14 @@ def print_summary(summary: dict) -> None:
     print("                      first steps   last steps")
     for key in ("loss", "entropy_correct", "entropy_incorrect", "token_accuracy"):
         print(f"  {key:<20}{_fmt(a[key]):>12}{_fmt(b[key]):>13}")
+    probe = summary.get("probe")
+    if probe and probe["end"]["step"] > probe["start"]["step"]:
+        start, end = probe["start"], probe["end"]
+        print(f"entropy probe ({end['n_tokens']} held-out tokens, sets fixed by the starting "
+              f"model; step {start['step']} -> {end['step']}):")  # fmt: skip
+        for key in ("entropy_base_correct", "entropy_base_incorrect", "token_accuracy",
+                    "entropy_auroc"):  # fmt: skip
+            print(f"  {key:<24}{_fmt(start[key]):>8}{_fmt(end[key]):>13}")
 
 
 def run_training(
@@ -225,6 +248,7 @@ def run_training(
         train_loop_per_worker,
         train_loop_config={
             "config": cfg.to_dict(), "examples": data.train, "pad_token_id": data.pad_token_id,
+            "probe": data.probe,
             "total_steps": n_steps, "steps_per_epoch": per_epoch, "output_dir": str(out),
             "run_id": run_id, "resume_dir": str(resume_checkpoint) if resume_checkpoint else None,
             "stop_at_step": start_step + stop_after_steps if stop_after_steps else None,

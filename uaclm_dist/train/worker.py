@@ -24,6 +24,7 @@ from uaclm_dist.config import RunConfig
 from uaclm_dist.train import checkpoint as ckpt
 from uaclm_dist.train.ds_config import load_deepspeed_config
 from uaclm_dist.train.objective import CausalLMWithLoss, beta_at
+from uaclm_dist.train.probe import ProbeTokens, measure, summarize
 from uaclm_dist.train.schedule import linear_warmup_decay
 from uaclm_dist.train.sharding import step_micro_batches
 from uaclm_dist.train.step_metrics import StepMetrics
@@ -128,16 +129,18 @@ def _all_ranks_agree(flag: bool, device: torch.device) -> bool:
 
 
 class _MetricsSink:
-    """Rank 0's jsonl file and (optional) W&B run."""
+    """Rank 0's jsonl files (metrics.jsonl per step, probe.jsonl) and (optional) W&B run."""
 
     def __init__(self, cfg: RunConfig, out_dir: Path, run_id: str, rank: int, start_step: int):
         self.rank = rank
         self.path = out_dir / "metrics.jsonl"
+        self.probe_path = out_dir / "probe.jsonl"
         self.wandb = None
         if rank != 0:
             return
-        if start_step > 0 and self.path.exists():
-            _set_aside_rows_from(self.path, start_step)
+        for path in (self.path, self.probe_path):
+            if start_step > 0 and path.exists():
+                _set_aside_rows_from(path, start_step)
         if cfg.logging.wandb_mode != "disabled":
             import wandb
 
@@ -147,14 +150,18 @@ class _MetricsSink:
                 config=cfg.to_dict(),
             )  # fmt: skip
 
-    def log(self, row: dict) -> None:
+    def log(self, row: dict, *, probe: bool = False) -> None:
+        """Append a row (``row["step"]``: optimizer steps done) to metrics.jsonl, or to
+        probe.jsonl with ``probe`` (W&B keys then get a ``probe/`` prefix)."""
         if self.rank != 0:
             return
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-        with self.path.open("a") as f:
+        with (self.probe_path if probe else self.path).open("a") as f:
             f.write(json.dumps(clean) + "\n")
         if self.wandb is not None:
-            self.wandb.log({k: v for k, v in clean.items() if v is not None}, step=row["step"])
+            prefix = "probe/" if probe else ""
+            values = {prefix + k: v for k, v in clean.items() if v is not None}
+            self.wandb.log(values, step=row["step"])
 
     def close(self) -> None:
         if self.wandb is not None:
@@ -163,14 +170,21 @@ class _MetricsSink:
 
 def _set_aside_rows_from(path: Path, start_step: int) -> None:
     """On resume at 0-based ``start_step``, move rows of steps done after the checkpoint (row
-    ``step`` is the 1-based count, so rows > start_step: an abandoned trajectory) aside."""
+    ``step`` is the 1-based count, so rows > start_step: an abandoned trajectory) aside, to
+    ``<name>.superseded.jsonl``."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     keep = [r for r in rows if r["step"] <= start_step]
     dropped = [r for r in rows if r["step"] > start_step]
     if dropped:
-        with (path.parent / "metrics.superseded.jsonl").open("a") as f:
+        with path.with_name(path.stem + ".superseded.jsonl").open("a") as f:
             f.writelines(json.dumps(r) + "\n" for r in dropped)
         path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+
+def _log_probe(sink, module, examples, base, pad_token_id, device, micro, step) -> None:
+    """Collective: measure the probe now and (rank 0) log it against the baseline sets."""
+    sink.log({"step": step, **summarize(base, measure(module, examples, pad_token_id, device,
+                                                      micro))}, probe=True)  # fmt: skip
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -213,6 +227,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
         start_step = ckpt.read_run_state(resume_dir)["next_step"]
         ckpt.load_rank_files(resume_dir, engine, rank)
     sink = _MetricsSink(cfg, out_dir, run_id, rank, start_step)
+    micro, accum = cfg.optim.micro_batch_size, cfg.optim.grad_accumulation
+
+    # --- entropy probe: token sets fixed by the starting model (kept in the run state) -----
+    probe_examples, probe_base = loop_config.get("probe") or [], None
+    if probe_examples and resume_dir is not None:
+        saved = ckpt.read_run_state(resume_dir).get("probe_baseline")
+        probe_base = ProbeTokens.from_state(saved) if saved else None
+    elif probe_examples:
+        probe_base = measure(wrapped, probe_examples, pad_token_id, device, micro)
+        sink.log({"step": 0, **summarize(probe_base, probe_base)}, probe=True)
     if rank == 0:
         print(f"[uaclm] rank 0/{world}: {n_trainable:,} trainable of {n_total:,} parameters; "
               f"steps {start_step}..{total_steps}", flush=True)  # fmt: skip
@@ -230,14 +254,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 ckpt.write_run_state(tmp_path, {
                     "next_step": next_step, "total_steps": total_steps, "run_id": run_id,
                     "world_size": world, "final": final,
+                    "probe_baseline": probe_base.to_state() if probe_base else None,
                 })  # fmt: skip
             ray.train.report({**metrics, **fingerprint, "next_step": next_step, "final": final},
                              checkpoint=ray.train.Checkpoint.from_directory(tmp))  # fmt: skip
 
     # --- training steps ---------------------------------------------------------------------
-    micro, accum = cfg.optim.micro_batch_size, cfg.optim.grad_accumulation
     metrics: dict = {}
-    stopped = False
+    stopped, steps_done = False, start_step
     for step in range(start_step, total_steps):
         t0 = time.perf_counter()
         step_metrics, n_seen_tokens = StepMetrics(), 0
@@ -255,6 +279,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             step_metrics.add(out)
             n_seen_tokens += int(batch["attention_mask"].sum())
         metrics = step_metrics.reduce()
+        steps_done = step + 1
         tokens = torch.tensor([float(n_seen_tokens)], device=device)
         peak = torch.tensor([float(peak_memory_bytes(device))], device=device)
         dist.all_reduce(tokens)
@@ -270,6 +295,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
             sink.log(metrics)
         stop = _all_ranks_agree((out_dir / STOP_FILE).exists(), device)
         stop = stop or step + 1 == loop_config.get("stop_at_step")
+        if stop and probe_base is not None:
+            _log_probe(sink, wrapped, probe_examples, probe_base, pad_token_id, device, micro,
+                       steps_done)  # fmt: skip
         every = cfg.logging.checkpoint_every_steps
         if stop or (every and (step + 1) % every == 0 and step + 1 < total_steps):
             save_checkpoint(step + 1, metrics, final=False)
@@ -277,6 +305,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
             stopped = True
             break
     if not stopped:
+        if probe_base is not None and steps_done > start_step:
+            _log_probe(sink, wrapped, probe_examples, probe_base, pad_token_id, device, micro,
+                       steps_done)  # fmt: skip
         save_checkpoint(total_steps, metrics, final=True)
     sink.close()
     get_accelerator().empty_cache()
