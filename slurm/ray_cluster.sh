@@ -11,6 +11,8 @@
 #   uaclm_run_driver      runs `uaclm ...` in the background and waits, forwarding SIGUSR1 /
 #                         SIGTERM from Slurm to it (so the trap runs while the driver works)
 #   uaclm_ray_down        stops the driver and the Ray steps (idempotent; on EXIT via a trap)
+# What needs the config or Ray's API is a `uaclm` subcommand: `uaclm config get`, `uaclm
+# resources` (what the run asks Ray for) and `uaclm cluster wait` (the readiness check).
 # Executed (by srun, once per node): `ray_cluster.sh node head|worker` starts one Ray node with
 # explicit IP, ports and temp dir, blocks, and removes its temp dir when stopped.
 #
@@ -26,6 +28,10 @@
 #   RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH  cluster token (default: a fresh random one per job)
 
 # ------------------------------------------------------------------------------------ basics
+
+# `uaclm train` stopped with a checkpoint: requeue. A copy of uaclm_dist.exit_codes.EXIT_STOPPED
+# (tests/unit/test_cluster_scripts.py checks that they are equal).
+UACLM_EXIT_STOPPED=75
 
 uaclm_log() {
   printf '[uaclm %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2
@@ -134,56 +140,13 @@ uaclm_resolve_config() {
   fi
 }
 
-uaclm_config_value() {
-  # uaclm_config_value KEY CONFIG [k=v ...]: one value of the resolved config (dotted KEY).
-  local key="$1"
-  shift
-  python - "$key" "$@" <<'PY'
-import sys
-
-from uaclm_dist.config import ConfigError, load_config
-
-key, path, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
-try:
-    value = load_config(path, overrides).to_dict()
-except ConfigError as exc:
-    sys.exit(f"uaclm: error: {exc}")
-for part in key.split("."):
-    value = value[part]
-print("" if value is None else value)
-PY
-}
-
-uaclm_required_resources() {
-  # uaclm_required_resources train|eval CONFIG [k=v ...]: "CPUS GPUS" the run asks Ray for.
-  local what="$1"
-  shift
-  python - "$what" "$@" <<'PY'
-import sys
-
-from uaclm_dist.config import ConfigError, load_config
-
-what, path, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
-try:
-    cfg = load_config(path, overrides)
-except ConfigError as exc:
-    sys.exit(f"uaclm: error: {exc}")
-if what == "train":
-    d = cfg.distributed
-    print(d.num_workers * d.cpus_per_worker, d.num_workers * d.gpus_per_worker)
-else:
-    e = cfg.eval
-    print(e.num_generation_actors * e.cpus_per_actor, e.num_generation_actors * e.gpus_per_actor)
-PY
-}
-
 uaclm_output_dir() {
   # uaclm_output_dir CONFIG [k=v ...]: absolute run folder, stable across requeues of this job.
   # UACLM_OUTPUT_DIR, else the config's logging.output_dir (file or override), else (config
   # left at the default) runs/<job name>-<job id>. Relative paths are from the submit dir.
   local out="${UACLM_OUTPUT_DIR:-}"
   if [[ -z "$out" ]]; then
-    out="$(uaclm_config_value logging.output_dir "$@")" || uaclm_die "invalid config or overrides" 2
+    out="$(uaclm config get "$1" logging.output_dir "${@:2}")" || uaclm_die "invalid config or overrides" 2
     if [[ "$out" == "runs/default" ]]; then
       out="runs/${SLURM_JOB_NAME:-uaclm}-${SLURM_JOB_ID:-local}"
     fi
@@ -265,71 +228,13 @@ uaclm_wait_port() {
 
 uaclm_ray_wait_ready() {
   # uaclm_ray_wait_ready NODES CPUS GPUS TIMEOUT: poll the cluster (alive nodes, CPU and GPU
-  # totals) until it matches the allocation and the run's needs, or fail with what is there.
-  local pids="${UACLM_RAY_STEP_PIDS[*]}"
-  python - "$RAY_ADDRESS" "$@" "$pids" <<'PY' || uaclm_die "the Ray cluster did not come up (details above)"
-import logging
-import os
-import sys
-import time
-
-import ray
-
-address, nodes, cpus, gpus, timeout = sys.argv[1], int(sys.argv[2]), *map(float, sys.argv[3:6])
-step_pids = [int(p) for p in sys.argv[6].split()]
-deadline = time.monotonic() + timeout
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def report(found):
-    for n in found:
-        r = n["Resources"]
-        print(f"  node {n['NodeManagerAddress']}: CPU {r.get('CPU', 0):g}, GPU {r.get('GPU', 0):g}",
-              file=sys.stderr)  # fmt: skip
-
-
-while True:  # the head's GCS port is open; its raylet may still be registering
-    if not alive(step_pids[0]):
-        sys.exit("[uaclm] the Ray head step exited (its output is above)")
-    try:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-        break
-    except Exception as exc:  # noqa: BLE001 - retried until the deadline
-        ray.shutdown()
-        if time.monotonic() > deadline:
-            sys.exit(f"[uaclm] cannot connect to Ray at {address}: {exc}")
-        time.sleep(2)
-found = []
-while True:
-    found = [n for n in ray.nodes() if n["Alive"]]
-    have_cpu = sum(n["Resources"].get("CPU", 0) for n in found)
-    have_gpu = sum(n["Resources"].get("GPU", 0) for n in found)
-    if len(found) >= nodes and have_cpu >= cpus and have_gpu >= gpus:
-        print(f"[uaclm] Ray cluster ready: {len(found)} node(s), {have_cpu:g} CPUs, "
-              f"{have_gpu:g} GPUs", file=sys.stderr)  # fmt: skip
-        report(found)
-        sys.exit(0)
-    dead = [p for p in step_pids if not alive(p)]
-    # Every node registers with all of its resources: with all nodes in, more will not come.
-    short = len(found) >= nodes
-    if dead or short or time.monotonic() > deadline:
-        why = ("a Ray node step exited" if dead else "the allocation is too small" if short
-               else f"timeout after {timeout:g}s")  # fmt: skip
-        print(f"[uaclm] Ray cluster not ready ({why}): {len(found)}/{nodes} nodes, "
-              f"{have_cpu:g}/{cpus:g} CPUs, {have_gpu:g}/{gpus:g} GPUs registered; the run "
-              "needs the CPUs/GPUs (num_workers x cpus/gpus_per_worker) - check the #SBATCH "
-              "sizes against the config", file=sys.stderr)  # fmt: skip
-        report(found)
-        sys.exit(1)
-    time.sleep(2)
-PY
+  # totals) until it matches the allocation and the run's needs, or fail with what is there;
+  # stops early when a Ray node step has exited.
+  local -a pids=()
+  local pid
+  for pid in "${UACLM_RAY_STEP_PIDS[@]}"; do pids+=(--pid "$pid"); done
+  uaclm cluster wait --address "$RAY_ADDRESS" --nodes "$1" --cpus "$2" --gpus "$3" \
+    --timeout "$4" "${pids[@]}" || uaclm_die "the Ray cluster did not come up (details above)"
 }
 
 # ------------------------------------------------------------------------------ the driver
@@ -339,8 +244,9 @@ UACLM_PENDING_SIGNAL=""
 uaclm_on_signal() {
   # Trap for USR1 (Slurm's --signal=B:USR1@T before the time limit, or scancel --signal) and
   # TERM (scancel, preemption, time limit): remembered here and delivered to the driver by
-  # uaclm_run_driver's wait loop; it checkpoints at its next step and exits 75. A TERM before
-  # the driver runs ends the job (the EXIT trap tears Ray down); a USR1 then waits for it.
+  # uaclm_run_driver's wait loop; it checkpoints at its next step and exits with status
+  # UACLM_EXIT_STOPPED. A TERM before the driver runs ends the job (the EXIT trap tears Ray
+  # down); a USR1 then waits for it.
   if [[ "$1" == TERM && -z "$UACLM_DRIVER_PID" ]]; then
     uaclm_die "SIGTERM before the driver started" 143
   fi
@@ -441,9 +347,10 @@ uaclm_train_main() {
   uaclm_split_env_overrides
   # Later overrides win: UACLM_OVERRIDES, then the script arguments, then the interface.
   local -a overrides=("${UACLM_ENV_OVERRIDES[@]}" "$@" "${UACLM_NET_OVERRIDES[@]}")
-  local out need
+  local out need workers cpus gpus
   out="$(uaclm_output_dir "$config" "${overrides[@]}")"
-  need="$(uaclm_required_resources train "$config" "${overrides[@]}")"
+  need="$(uaclm resources "$config" train "${overrides[@]}")" || uaclm_die "invalid config or overrides" 2
+  read -r workers cpus gpus <<<"$need"
   local -a cmd=(uaclm train "$config" "${overrides[@]}" "logging.output_dir=$out")
   if uaclm_has_checkpoint "$out"; then
     if grep -qs '"stopped": false' "$out/summary.json"; then
@@ -460,20 +367,20 @@ uaclm_train_main() {
   local -a extra=()
   [[ -z "${UACLM_TRAIN_ARGS:-}" ]] || read -r -a extra <<<"$UACLM_TRAIN_ARGS"
   cmd+=("${extra[@]}")
-  # shellcheck disable=SC2086  # "CPUS GPUS"
-  uaclm_ray_up $need
+  uaclm_log "$workers Ray Train worker(s): $cpus CPUs, $gpus GPUs"
+  uaclm_ray_up "$cpus" "$gpus"
   uaclm_log "output dir: $out"
   uaclm_log "running: ${cmd[*]}"
   uaclm_run_driver "${cmd[@]}"
   local rc="$UACLM_DRIVER_RC"
   uaclm_ray_down
-  if ((rc == 75)); then
+  if ((rc == UACLM_EXIT_STOPPED)); then
     # Stopped with a checkpoint (SIGUSR1 before the time limit, SIGTERM, `uaclm stop`): put
     # the job back in the queue; the requeued run (same job id and output dir) resumes.
     if [[ "${UACLM_REQUEUE:-1}" == 1 ]]; then
       uaclm_log "stopped with a checkpoint: scontrol requeue $SLURM_JOB_ID (resumes from $out)"
       scontrol requeue "$SLURM_JOB_ID" ||
-        uaclm_die "scontrol requeue failed; submit the same command again to resume from $out" 75
+        uaclm_die "scontrol requeue failed; submit the same command again to resume from $out" "$UACLM_EXIT_STOPPED"
     else
       uaclm_log "stopped with a checkpoint; UACLM_REQUEUE=0, so not requeued"
     fi
@@ -502,10 +409,11 @@ uaclm_eval_main() {
     esac
     i=$((i + 1))
   done
-  local need
-  need="$(uaclm_required_resources eval "$config" "${overrides[@]}")"
-  # shellcheck disable=SC2086  # "CPUS GPUS"
-  uaclm_ray_up $need
+  local need workers cpus gpus
+  need="$(uaclm resources "$config" eval "${overrides[@]}")" || uaclm_die "invalid config or overrides" 2
+  read -r workers cpus gpus <<<"$need"
+  uaclm_log "$workers generation actor(s): $cpus CPUs, $gpus GPUs"
+  uaclm_ray_up "$cpus" "$gpus"
   local -a cmd=(uaclm eval "$config" "${args[@]}")
   uaclm_log "running: ${cmd[*]}"
   uaclm_run_driver "${cmd[@]}"

@@ -244,3 +244,98 @@ def test_commands_call_their_entry_points_with_the_config(capsys, good, monkeypa
     assert run_cli(capsys, "run", good, "optim.max_steps=5")[0] == 0
     assert [name for name, _ in calls] == ["run_training", "run_evaluation"]
     assert all(isinstance(c, RunConfig) and c.optim.max_steps == 5 for _, c in calls)
+
+
+# ------------------------------------------------------------------ launcher subcommands
+
+
+def test_config_get_nested_key(capsys, good):
+    code, out, err = run_cli(capsys, "config", "get", good, "model.lora.rank")
+    assert (code, out, err) == (0, "32\n", "")
+    assert run_cli(capsys, "config", "get", good, "optim.max_steps")[1] == "2\n"  # from the file
+    assert run_cli(capsys, "config", "get", good, "logging.output_dir")[1] == "runs/default\n"
+
+
+def test_config_get_applies_overrides(capsys, good):
+    code, out, _ = run_cli(capsys, "config", "get", good, "optim.lr", "optim.lr=2e-4")
+    assert (code, out) == (0, "0.0002\n")
+    code, out, _ = run_cli(capsys, "config", "get", good, "logging.output_dir",
+                           "logging.output_dir=/shared/runs/x")  # fmt: skip
+    assert (code, out) == (0, "/shared/runs/x\n")
+
+
+def test_config_get_prints_shell_friendly_values_that_parse_back(capsys, good):
+    assert run_cli(capsys, "config", "get", good, "distributed.ray_address")[1] == "\n"  # null
+    assert run_cli(capsys, "config", "get", good, "model.lora.enabled")[1] == "true\n"
+    code, out, _ = run_cli(capsys, "config", "get", good, "model.lora.target_modules",
+                           "model.lora.target_modules=[q_proj,v_proj]")  # fmt: skip
+    assert (code, out) == (0, '["q_proj", "v_proj"]\n')
+    # the printed value is a valid override value for the same key
+    config = load_config(good, [f"model.lora.target_modules={out.strip()}"])
+    assert config.model.lora.target_modules == ["q_proj", "v_proj"]
+    code, out, _ = run_cli(capsys, "config", "get", good, "model.lora")
+    assert code == 0 and json.loads(out)["rank"] == 32
+
+
+@pytest.mark.parametrize("key, needles", [
+    ("optim.learning_rte", ["unknown key 'optim.learning_rte'", "no 'learning_rte' in optim"]),
+    ("modle.name_or_path", ["unknown key 'modle.name_or_path'",
+                            "did you mean 'model.name_or_path'?"]),
+    ("optim.lr.x", ["unknown key 'optim.lr.x'", "'optim.lr' is a value"]),
+])
+def test_config_get_unknown_key_exits_2_naming_it(capsys, good, key, needles):
+    assert_config_error(capsys, ["config", "get", good, key], *needles)
+
+
+def test_config_get_bad_config_exits_2(capsys, good):
+    assert_config_error(capsys, ["config", "get", good, "optim.lr", "optim.lr=abc"], "'optim.lr'")
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["train"], "2 2 0"),  # defaults: 2 workers x 1 CPU, no GPU
+    (["train", "distributed.num_workers=4", "distributed.cpus_per_worker=8",
+      "distributed.gpus_per_worker=1"], "4 32 4"),
+    (["eval", "eval.num_generation_actors=8", "eval.cpus_per_actor=4",
+      "eval.gpus_per_actor=1"], "8 32 8"),
+    (["eval", "eval.gpus_per_actor=0.5", "eval.cpus_per_actor=1.5"], "2 3 1"),
+])
+def test_resources_prints_workers_cpus_gpus(capsys, good, argv, line):
+    code, out, err = run_cli(capsys, "resources", good, *argv)
+    assert (code, out, err) == (0, line + "\n", "")
+
+
+def test_resources_bad_input_exits_2(capsys, good):
+    assert_config_error(capsys, ["resources", good, "train", "distributed.num_workers=0"],
+                        "'distributed.num_workers'")  # fmt: skip
+    code, _, err = run_cli(capsys, "resources", good, "probe")
+    assert code == 2 and "invalid choice: 'probe'" in err
+
+
+def test_cluster_wait_times_out_with_a_clear_message(capsys):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port on 127.0.0.1 that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    code, out, err = run_cli(capsys, "cluster", "wait", "--address", f"127.0.0.1:{port}",
+                             "--nodes", "2", "--timeout", "1")  # fmt: skip
+    assert time.monotonic() - started < 10
+    assert code == 1 and out == ""
+    assert err.startswith(f"uaclm: error: cannot connect to Ray at 127.0.0.1:{port} within 1s")
+    assert f"nothing listens on 127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+def test_cluster_wait_needs_an_address(capsys, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert_config_error(capsys, ["cluster", "wait", "--nodes", "1"], "--address", "RAY_ADDRESS")
+
+
+def test_help_lists_the_launcher_subcommands(capsys):
+    out = run_cli(capsys, "--help")[1]
+    assert "resources" in out and "cluster" in out
+    out = run_cli(capsys, "config", "--help")[1]
+    assert "get" in out
+    code, out, _ = run_cli(capsys, "cluster", "wait", "--help")
+    assert code == 0 and "--nodes" in out and "--timeout" in out
