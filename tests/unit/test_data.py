@@ -27,21 +27,20 @@ from uaclm_dist.data import (  # noqa: E402
     encode_example,
     encode_prompt,
     load_records,
-    read_bioasq,
-    read_coqa,
-    read_easyvqa,
-    read_fanoutqa,
-    read_hf,
-    read_jsonl,
-    read_parquet,
-    read_squad,
-    read_triviaqa,
     split_records,
     target_text,
     tokenize_record,
     tokenize_records,
 )
-from uaclm_dist.data.formats_packaged import easyvqa_dir  # noqa: E402
+from uaclm_dist.data.formats.bioasq import read_bioasq  # noqa: E402
+from uaclm_dist.data.formats.coqa import read_coqa  # noqa: E402
+from uaclm_dist.data.formats.easyvqa import easyvqa_dir, read_easyvqa  # noqa: E402
+from uaclm_dist.data.formats.fanoutqa import read_fanoutqa  # noqa: E402
+from uaclm_dist.data.formats.hf import read_hf  # noqa: E402
+from uaclm_dist.data.formats.jsonl import read_jsonl  # noqa: E402
+from uaclm_dist.data.formats.parquet import read_parquet  # noqa: E402
+from uaclm_dist.data.formats.squad import read_squad  # noqa: E402
+from uaclm_dist.data.formats.triviaqa import read_triviaqa  # noqa: E402
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "data"
 GENERIC_MAP = {"id": "qid", "question": "query", "answers": "gold", "context": "passage"}

@@ -5,12 +5,13 @@
     examples, report = tokenize_records(train, tokenizer, template=cfg.data.prompt_template,
                                         loss_on=cfg.data.loss_on, max_length=cfg.data.max_length)
     batch = collate(examples[:2], tokenizer.pad_token_id)   # input_ids / attention_mask / labels
+
+Formats (``data.format``) are entries of :data:`DATA_FORMATS` (:mod:`.formats`, one module per
+format); :func:`load_records` (:mod:`.load`) reads any of them.
 """
 
-from uaclm_dist.data.formats import expand_paths, load_records, read_file
-from uaclm_dist.data.formats_packaged import read_easyvqa, read_fanoutqa
-from uaclm_dist.data.formats_table import read_hf, read_jsonl, read_parquet
-from uaclm_dist.data.formats_text import read_bioasq, read_coqa, read_squad, read_triviaqa
+from uaclm_dist.data.formats import DATA_FORMATS, DataFormat
+from uaclm_dist.data.load import expand_paths, load_records, read_file
 from uaclm_dist.data.prompts import INSTRUCTION, build_prompt, target_text, user_message
 from uaclm_dist.data.records import DataError, QARecord, answer_text, check_unique_ids
 from uaclm_dist.data.split import split_records
@@ -27,7 +28,9 @@ from uaclm_dist.data.tokenize import (
 )
 
 __all__ = [
+    "DATA_FORMATS",
     "DataError",
+    "DataFormat",
     "IGNORE_INDEX",
     "INSTRUCTION",
     "QARecord",
@@ -42,16 +45,7 @@ __all__ = [
     "expand_paths",
     "fit_context",
     "load_records",
-    "read_bioasq",
-    "read_coqa",
-    "read_easyvqa",
-    "read_fanoutqa",
     "read_file",
-    "read_hf",
-    "read_jsonl",
-    "read_parquet",
-    "read_squad",
-    "read_triviaqa",
     "split_records",
     "target_text",
     "tokenize_record",

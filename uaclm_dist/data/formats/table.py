@@ -1,4 +1,4 @@
-"""Generic row formats: JSON Lines, Parquet and Hugging Face ``datasets`` on local disk.
+"""Generic table rows (the jsonl, parquet and hf formats) -> records, through ``data.field_map``.
 
 Columns are found through a ``field_map`` from our record fields to the source's column names::
 
@@ -15,14 +15,14 @@ When ``id`` is not in ``field_map`` and a row has no ``id`` column, its id is
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from uaclm_dist.data.formats_io import MISSING, get_field, iter_jsonl, iter_parquet
+from uaclm_dist.data.formats.files import MISSING, get_field
 from uaclm_dist.data.records import DataError, QARecord, RecordCollector, unique_answers
 
-__all__ = ["FIELDS", "read_hf", "read_jsonl", "read_parquet", "records_from_rows"]
+__all__ = ["FIELDS", "records_from_rows", "table_reader"]
 
 #: Record fields a ``field_map`` may name.
 FIELDS = ("id", "question", "answers", "context", "image")
@@ -80,62 +80,18 @@ def records_from_rows(
     return out.records
 
 
-def read_jsonl(
-    path: str | Path, stats: Counter | None = None, *, field_map: Mapping[str, str] | None = None
-) -> list[QARecord]:
-    """One JSON object per line (blank lines ignored); rows located as ``"line N"``."""
-    return records_from_rows(iter_jsonl(path), path, "jsonl", field_map)
+def table_reader(
+    fmt: str, rows_of: Callable[[Path], Iterable[tuple[str, Mapping[str, Any]]]], doc: str
+) -> Callable[..., list[QARecord]]:
+    """``read_<fmt>(path, stats=None, *, field_map=None)``: the records of the ``(where, row)``
+    pairs that ``rows_of(path)`` yields (``doc`` becomes its docstring)."""
 
+    def read(
+        path: str | Path, stats: Counter | None = None, *,
+        field_map: Mapping[str, str] | None = None,
+    ) -> list[QARecord]:
+        return records_from_rows(rows_of(Path(path)), path, fmt, field_map)
 
-def read_parquet(
-    path: str | Path, stats: Counter | None = None, *, field_map: Mapping[str, str] | None = None
-) -> list[QARecord]:
-    """A Parquet table; rows located as ``"row N"`` (from 0)."""
-    return records_from_rows(iter_parquet(path), path, "parquet", field_map)
-
-
-def read_hf(
-    path: str | Path, stats: Counter | None = None, *, field_map: Mapping[str, str] | None = None
-) -> list[QARecord]:
-    """A Hugging Face ``datasets`` dataset on local disk, never from the hub.
-
-    ``path`` is a folder written by ``Dataset.save_to_disk`` (or one split folder of a saved
-    ``DatasetDict``), or a local data file / folder that ``datasets.load_dataset`` can read
-    (json / jsonl / csv / parquet). A dataset with several splits is refused: point
-    ``data.paths`` at the split you mean.
-    """
-    import datasets
-
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: not found (the hf format reads local datasets only, never "
-                        "hub ids)")
-    try:
-        saved = ("dataset_dict.json", "state.json")
-        if path.is_dir() and any((path / name).is_file() for name in saved):
-            dataset = datasets.load_from_disk(str(path))
-        elif path.is_file():
-            builder = {".jsonl": "json", ".json": "json", ".csv": "csv",
-                       ".parquet": "parquet"}.get(path.suffix.lower())
-            if builder is None:
-                raise DataError(f"{path}: the hf format reads .json/.jsonl/.csv/.parquet files "
-                                "or dataset folders")
-            dataset = datasets.load_dataset(builder, data_files=str(path))
-        else:
-            dataset = datasets.load_dataset(str(path))
-    except DataError:
-        raise
-    except Exception as err:  # datasets raises many types; keep the cause in the message
-        raise DataError(f"{path}: cannot load as a Hugging Face dataset: {err}") from None
-    if isinstance(dataset, datasets.DatasetDict):
-        if len(dataset) != 1:
-            raise DataError(f"{path}: has splits {', '.join(dataset)}; point data.paths at one "
-                            "split (for save_to_disk folders: <folder>/<split>)")
-        dataset = next(iter(dataset.values()))
-
-    def rows() -> Iterator[tuple[str, Mapping[str, Any]]]:
-        for number, row in enumerate(dataset):
-            yield f"row {number}", row
-
-    return records_from_rows(rows(), path, "hf", field_map,
-                             base=path.parent if path.is_file() else path)
+    read.__name__ = read.__qualname__ = f"read_{fmt}"
+    read.__doc__ = doc
+    return read

@@ -1,43 +1,23 @@
-"""Adapters for the data that ships inside installed packages: FanOutQA and easy-VQA.
-
-The packages are located with :func:`importlib.util.find_spec` and never imported (importing
-``fanoutqa`` pulls heavy dependencies); their JSON files are read directly.
-"""
+"""FanOutQA (packaged): the single-hop sub-questions of its decomposition trees, closed book."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from uaclm_dist.data.formats_io import read_json
-from uaclm_dist.data.records import DataError, QARecord, RecordCollector, answer_text
+from uaclm_dist.data.formats.files import read_json
+from uaclm_dist.data.formats.packages import package_dir
+from uaclm_dist.data.formats.registry import DATA_FORMATS, DataFormat
+from uaclm_dist.data.records import QARecord, RecordCollector, answer_text
 
-__all__ = ["easyvqa_dir", "fanoutqa_dev_path", "read_easyvqa", "read_fanoutqa"]
-
-
-def _package_dir(name: str, pip_name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"the {pip_name!r} package is not installed; it ships the {name} data "
-                        f"(pip install {pip_name})")
-    return Path(list(spec.submodule_search_locations)[0])
+__all__ = ["fanoutqa_dev_path", "read_fanoutqa"]
 
 
 def fanoutqa_dev_path() -> Path:
     """``fanoutqa/data/fanout-final-dev.json`` of the installed ``fanoutqa`` package."""
-    return _package_dir("fanoutqa", "fanoutqa==1.1.1") / "data" / "fanout-final-dev.json"
-
-
-def easyvqa_dir(split: str = "test") -> Path:
-    """``easy_vqa/data/<split>`` (``questions.json`` + ``images/``) of the installed package."""
-    return _package_dir("easy_vqa", "easy-vqa==1.0") / "data" / split
-
-
-# ------------------------------------------------------------------------------------ FanOutQA
+    return package_dir("fanoutqa", "fanoutqa==1.1.1") / "data" / "fanout-final-dev.json"
 
 
 def read_fanoutqa(path: str | Path | None = None, stats: Counter | None = None) -> list[QARecord]:
@@ -110,48 +90,4 @@ def read_fanoutqa(path: str | Path | None = None, stats: Counter | None = None) 
     return rows.records
 
 
-# ------------------------------------------------------------------------------------ easy-VQA
-
-
-def read_easyvqa(path: str | Path | None = None, stats: Counter | None = None) -> list[QARecord]:
-    """easy-VQA (https://github.com/vzhou842/easy-VQA): questions about 64x64 shape images.
-
-    Format: ``<split>/questions.json`` is a JSON list of ``[question, answer, image_id]``; the
-    image is ``<split>/images/<image_id>.png``; ``data/answers.txt`` lists the 13 possible
-    answers (yes/no, shapes, colours), one per line.
-
-    Records: id ``"easyvqa-<split>-<row>"``, ``image`` = absolute PNG path, one answer (checked
-    against ``answers.txt`` when that file is next to the split folder).
-
-    Args:
-        path: a split folder or its ``questions.json``; ``None`` = the packaged ``test`` split
-            (9,673 questions on 1,000 images; the analogue of the paper's OK-VQA validation set,
-            which it splits 20% / 80%). The packaged ``train`` split has 38,575 questions.
-    """
-    path = easyvqa_dir("test") if path is None else Path(path)
-    split_dir = path if path.is_dir() else path.parent
-    questions_file = path / "questions.json" if path.is_dir() else path
-    rows = RecordCollector(questions_file, "easyvqa")
-    images_dir = (split_dir / "images").resolve()
-    images = set(os.listdir(images_dir)) if images_dir.is_dir() else set()
-    answers_file = split_dir.parent / "answers.txt"
-    closed_set = (
-        {line.strip() for line in answers_file.read_text().splitlines() if line.strip()}
-        if answers_file.is_file() else None
-    )
-    data = read_json(questions_file)
-    if not isinstance(data, list):
-        raise rows.error("top level", "expected a JSON list of [question, answer, image_id]")
-    for i, row in enumerate(data):
-        where = f"[{i}]"
-        if not isinstance(row, list) or len(row) != 3:
-            raise rows.error(where, f"expected [question, answer, image_id], got {row!r}")
-        question, answer, image_id = row
-        if closed_set is not None and answer not in closed_set:
-            raise rows.error(where, f"answer {answer!r} is not in {answers_file}")
-        image = f"{image_id}.png"
-        if image not in images:
-            raise rows.error(where, f"image {images_dir / image} not found")
-        rows.add(where, id=f"easyvqa-{split_dir.name}-{i}", question=question,
-                 answers=(answer,), image=str(images_dir / image))
-    return rows.records
+DATA_FORMATS.register(DataFormat("fanoutqa", read_fanoutqa, suffixes=(".json",), packaged=True))

@@ -3,9 +3,8 @@
     records = load_records(cfg.data)        # or cfg.data.ood
     train, test = split_records(records, cfg.data.train_fraction, cfg.data.split_seed)
 
-The format adapters live in ``formats_text`` (CoQA, TriviaQA, SQuAD, BioASQ), ``formats_packaged``
-(FanOutQA, easy-VQA) and ``formats_table`` (jsonl, parquet, hf); each documents the file format
-it reads.
+The format is looked up in :data:`~uaclm_dist.data.formats.DATA_FORMATS`; each format's module
+documents the file format it reads.
 """
 
 from __future__ import annotations
@@ -13,42 +12,30 @@ from __future__ import annotations
 import glob
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from uaclm_dist.data.formats_packaged import read_easyvqa, read_fanoutqa
-from uaclm_dist.data.formats_table import read_hf, read_jsonl, read_parquet
-from uaclm_dist.data.formats_text import read_bioasq, read_coqa, read_squad, read_triviaqa
+from uaclm_dist.data.formats import DATA_FORMATS, DataFormat
 from uaclm_dist.data.records import DataError, QARecord, check_unique_ids
 
-__all__ = ["READERS", "expand_paths", "load_records", "read_file"]
+__all__ = ["expand_paths", "get_format", "load_records", "read_file"]
 
 logger = logging.getLogger(__name__)
 
-#: format -> (reader(path, stats, **options), file suffixes taken from a folder; None: the folder
-#: itself is the dataset).
-READERS: dict[str, tuple[Callable[..., list[QARecord]], tuple[str, ...] | None]] = {
-    "coqa": (read_coqa, (".json",)),
-    "triviaqa": (read_triviaqa, (".json", ".jsonl", ".parquet")),
-    "squad": (read_squad, (".json",)),
-    "bioasq": (read_bioasq, (".json",)),
-    "fanoutqa": (read_fanoutqa, (".json",)),
-    "easyvqa": (read_easyvqa, None),
-    "jsonl": (read_jsonl, (".jsonl",)),
-    "parquet": (read_parquet, (".parquet",)),
-    "hf": (read_hf, None),
-}
-_TABLE_FORMATS = ("jsonl", "parquet", "hf")
-_PACKAGED_FORMATS = ("fanoutqa", "easyvqa")
+
+def get_format(fmt: str) -> DataFormat:
+    """The registered format ``fmt``; a :class:`DataError` listing the known ones otherwise."""
+    if fmt not in DATA_FORMATS:
+        raise DataError(f"unknown data format {fmt!r}; known: {', '.join(DATA_FORMATS.names())}")
+    return DATA_FORMATS.get(fmt)
 
 
 def expand_paths(paths: list[str], fmt: str) -> list[Path]:
     """Files to read, in order: glob patterns expand sorted; a folder gives its files with the
-    format's suffixes, sorted (for ``hf`` / ``easyvqa`` the folder itself)."""
-    if fmt not in READERS:
-        raise DataError(f"unknown data format {fmt!r}; known: {', '.join(READERS)}")
-    suffixes = READERS[fmt][1]
+    format's suffixes, sorted (for formats without suffixes, e.g. ``hf`` / ``easyvqa``, the
+    folder itself)."""
+    suffixes = get_format(fmt).suffixes
     out: list[Path] = []
     for entry in paths:
         matches = sorted(glob.glob(entry, recursive=True)) if glob.has_magic(entry) else [entry]
@@ -71,10 +58,8 @@ def expand_paths(paths: list[str], fmt: str) -> list[Path]:
 def read_file(
     fmt: str, path: str | Path | None, stats: Counter | None = None, **options: Any
 ) -> list[QARecord]:
-    """Records of one file (``path=None``: the packaged data of fanoutqa / easyvqa)."""
-    if fmt not in READERS:
-        raise DataError(f"unknown data format {fmt!r}; known: {', '.join(READERS)}")
-    return READERS[fmt][0](path, stats, **options)
+    """Records of one file (``path=None``: the packaged data of a packaged format)."""
+    return get_format(fmt).read(path, stats, **options)
 
 
 def load_records(data_cfg: Any) -> list[QARecord]:
@@ -84,33 +69,33 @@ def load_records(data_cfg: Any) -> list[QARecord]:
     checks that ids are unique across all files, then keeps the first ``max_examples`` records
     in file order - deterministic and applied before the train/test split, so a smaller run
     uses a prefix of the same data. Uses ``data_cfg.field_map`` when the config has one
-    (jsonl / parquet / hf).
+    (formats with ``uses_field_map``: jsonl / parquet / hf).
 
     Returns:
         ``list[QARecord]`` in file order.
     """
-    fmt = data_cfg.format
+    fmt = get_format(data_cfg.format)
     paths = list(getattr(data_cfg, "paths", []) or [])
     field_map: Mapping[str, str] = getattr(data_cfg, "field_map", None) or {}
-    if field_map and fmt not in _TABLE_FORMATS:
-        raise DataError(f"data.field_map is only used by the {'/'.join(_TABLE_FORMATS)} formats, "
-                        f"not {fmt!r}")
+    if field_map and not fmt.uses_field_map:
+        table_formats = [f.name for f in DATA_FORMATS.values() if f.uses_field_map]
+        raise DataError(f"data.field_map is only used by the {'/'.join(table_formats)} formats, "
+                        f"not {fmt.name!r}")
     if paths:
-        files: list[Path | None] = list(expand_paths(paths, fmt))
-    elif fmt in _PACKAGED_FORMATS:
+        files: list[Path | None] = list(expand_paths(paths, fmt.name))
+    elif fmt.packaged:
         files = [None]
     else:
-        raise DataError(f"data.paths is empty but format {fmt!r} reads local files")
-    options = {"field_map": field_map} if fmt in _TABLE_FORMATS else {}
+        raise DataError(f"data.paths is empty but format {fmt.name!r} reads local files")
     stats: Counter = Counter()
     records: list[QARecord] = []
     for file in files:
-        records.extend(read_file(fmt, file, stats, **options))
+        records.extend(fmt.load(file, stats, field_map))
     check_unique_ids(records)
     total = len(records)
     if data_cfg.max_examples is not None:
         records = records[: data_cfg.max_examples]
     skipped = ", ".join(f"{k}={v}" for k, v in sorted(stats.items()))
     logger.info("loaded %d %s records from %d file(s) (kept %d after max_examples)%s", total,
-                fmt, len(files), len(records), f"; {skipped}" if skipped else "")
+                fmt.name, len(files), len(records), f"; {skipped}" if skipped else "")
     return records
