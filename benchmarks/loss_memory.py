@@ -53,19 +53,20 @@ def _make_inputs(n: int, h: int, v: int, dtype: torch.dtype, seed: int = 0):
 
 
 def _step(variant: str, hidden, weight, labels, vocab_start: int = 0):
-    from uaclm_dist.losses import reference as R
     from uaclm_dist.losses.fused import fused_loss
+    from uaclm_dist.losses.objectives import build_objective
     from uaclm_dist.losses.vocab_parallel import vocab_parallel_loss
 
+    objective = build_objective(OBJECTIVE)
     h = hidden.detach().requires_grad_(True)
     if variant == "dense":
         logits = h @ weight.t()  # [N, V] materialized
-        loss = R.ua_clm_loss(logits.unsqueeze(0), labels.unsqueeze(0)).loss
+        loss = objective.dense(logits.unsqueeze(0), labels.unsqueeze(0)).loss
     elif variant == "fused":
-        loss = fused_loss(h, weight, labels, objective=OBJECTIVE).loss
+        loss = fused_loss(h, weight, labels, objective=objective).loss
     else:
         loss = vocab_parallel_loss(
-            h, weight, labels, vocab_start=vocab_start, group=None, objective=OBJECTIVE
+            h, weight, labels, vocab_start=vocab_start, group=None, objective=objective
         ).loss
     loss.backward()
     return float(loss), h.grad

@@ -11,6 +11,7 @@ import vocab_parallel_worker as vpw
 
 from uaclm_dist.losses import reference as R
 from uaclm_dist.losses.fused import fused_loss
+from uaclm_dist.losses.objectives import OBJECTIVES, build_objective
 from uaclm_dist.losses.vocab_parallel import vocab_parallel_loss, vocab_shard_range
 
 REFERENCE = {"clm": R.clm_loss, "ua_clm": R.ua_clm_loss, "clm+ua": R.clm_plus_ua_loss}
@@ -18,6 +19,11 @@ REFERENCE = {"clm": R.clm_loss, "ua_clm": R.ua_clm_loss, "clm+ua": R.clm_plus_ua
 # an fp32 fast path must be within 1e-5 of the exact value (the fp32 reference itself is only
 # that close, so comparing fp32 with fp32 would double the error budget).
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+UA_CLM = build_objective("ua_clm")
+
+
+def _clm_plus_ua(beta: float):
+    return build_objective("clm+ua", beta_start=beta, beta_end=beta)
 
 
 def _reference(objective, logits, labels, **kwargs):
@@ -65,8 +71,9 @@ def test_fused_matches_reference(dtype, objective, kwargs, chunks):
 
     fleaves = [x.clone().requires_grad_(True) for x in (hidden, weight, bias)]
     out = fused_loss(
-        fleaves[0], fleaves[1], labels, bias=fleaves[2], objective=objective,
-        chunk_tokens=chunks[0], chunk_vocab=chunks[1], **kwargs,
+        fleaves[0], fleaves[1], labels, bias=fleaves[2],
+        objective=vpw.objective_for(objective, kwargs), chunk_tokens=chunks[0],
+        chunk_vocab=chunks[1],
     )  # fmt: skip
     grads = torch.autograd.grad(out.loss, fleaves)
     tol = TOL[dtype]
@@ -79,12 +86,42 @@ def test_fused_matches_reference(dtype, objective, kwargs, chunks):
         assert math.isclose(diag[key], value, rel_tol=tol, abs_tol=tol), key
 
 
+TOKEN_OBJECTIVES = [n for n in OBJECTIVES.names() if not OBJECTIVES.get(n).needs_full_vocab]
+
+
+@pytest.mark.parametrize("name", TOKEN_OBJECTIVES)
+@pytest.mark.parametrize("step", [0, 9])
+def test_every_registered_objective_fused_equals_its_dense_form(name, step):
+    """Whatever is registered: the fused path (statistics -> from_stats) equals the objective's
+    own dense form, values and float64 gradients, early and late in its weight schedule."""
+    objective = build_objective(name)
+    hidden, weight, bias, labels = _inputs(torch.float64)
+    leaves = [x.clone().requires_grad_(True) for x in (hidden, weight, bias)]
+    dense = objective.dense(leaves[0] @ leaves[1].T + leaves[2], labels, step=step,
+                            total_steps=10)  # fmt: skip
+    dense_grads = torch.autograd.grad(dense.loss, leaves)
+    fleaves = [x.clone().requires_grad_(True) for x in (hidden, weight, bias)]
+    out = fused_loss(fleaves[0], fleaves[1], labels, bias=fleaves[2], objective=objective,
+                     step=step, total_steps=10, chunk_tokens=4, chunk_vocab=16)  # fmt: skip
+    grads = torch.autograd.grad(out.loss, fleaves)
+    _assert_close(out.loss, dense.loss, 1e-10, f"{name} loss")
+    for what, g, dg in zip(("hidden", "weight", "bias"), grads, dense_grads, strict=True):
+        _assert_close(g, dg, 1e-10, f"{name} grad {what}")
+    assert out.terms.keys() == dense.terms.keys()
+
+
+def test_clm_plus_ua_weight_follows_the_paper_schedule():
+    objective = build_objective("clm+ua")  # beta 0.2 for the first 20% of steps, 0.8 after
+    assert [objective.weight(s, 10) for s in range(4)] == [0.2, 0.2, 0.8, 0.8]
+    assert build_objective("ua_clm").weight(0, 10) is None
+
+
 def test_fused_frozen_head_gets_no_gradient_and_flat_inputs_work():
     hidden, weight, _, labels = _inputs(torch.float64)
     h = hidden.reshape(-1, hidden.shape[-1]).clone().requires_grad_(True)
     seq = torch.arange(hidden.shape[0]).repeat_interleave(hidden.shape[1])
-    out = fused_loss(h, weight, labels.reshape(-1), objective="ua_clm", pooling="sequence",
-                     sequence_ids=seq)  # fmt: skip
+    out = fused_loss(h, weight, labels.reshape(-1), objective=build_objective(
+        "ua_clm", ua_pooling="sequence"), sequence_ids=seq)  # fmt: skip
     out.loss.backward()
     assert weight.grad is None and h.grad is not None
     ref = R.ua_clm_loss(hidden @ weight.T, labels, pooling="sequence")
@@ -97,8 +134,8 @@ def test_fused_gradcheck_float64():
     for objective, kwargs in OBJECTIVE_CASES:
 
         def f(h, w, b, objective=objective, kwargs=kwargs):
-            return fused_loss(h, w, labels, bias=b, objective=objective, chunk_tokens=2,
-                              chunk_vocab=4, **kwargs).loss  # fmt: skip
+            return fused_loss(h, w, labels, bias=b, objective=vpw.objective_for(objective, kwargs),
+                              chunk_tokens=2, chunk_vocab=4).loss  # fmt: skip
 
         assert torch.autograd.gradcheck(f, leaves), objective
 
@@ -111,7 +148,7 @@ def test_fused_exact_ties_follow_torch_argmax():
     hidden = torch.randint(-2, 3, (40, 5), generator=g).double()
     logits = hidden @ weight.T
     labels = logits.argmax(-1)  # lowest index among maxima
-    out = fused_loss(hidden, weight, labels, objective="ua_clm", chunk_tokens=7, chunk_vocab=4)
+    out = fused_loss(hidden, weight, labels, objective=UA_CLM, chunk_tokens=7, chunk_vocab=4)
     ref = R.ua_clm_loss(logits.unsqueeze(0), labels.unsqueeze(0))
     n_ties = int(((logits == logits.max(-1, keepdim=True).values).sum(-1) > 1).sum())
     assert n_ties > 0, "fixture should contain exact ties"
@@ -122,7 +159,7 @@ def test_fused_exact_ties_follow_torch_argmax():
 def test_fused_no_supervised_tokens_gives_zero_loss_and_zero_grad():
     hidden, weight, _, labels = _inputs(torch.float64)
     h = hidden.clone().requires_grad_(True)
-    out = fused_loss(h, weight, torch.full_like(labels, -100), objective="clm+ua", beta=0.5)
+    out = fused_loss(h, weight, torch.full_like(labels, -100), objective=_clm_plus_ua(0.5))
     out.loss.backward()
     assert out.loss.item() == 0.0 and torch.count_nonzero(h.grad) == 0
     assert out.as_floats()["n_tokens"] == 0.0
@@ -133,7 +170,7 @@ def test_fused_bf16_is_finite_and_close_to_fp32():
     results = {}
     for dtype in (torch.float32, torch.bfloat16):
         h = hidden.to(dtype).detach().requires_grad_(True)
-        out = fused_loss(h, weight.to(dtype), labels, objective="clm+ua", beta=0.8)
+        out = fused_loss(h, weight.to(dtype), labels, objective=_clm_plus_ua(0.8))
         out.loss.backward()
         assert out.loss.dtype == torch.float32
         assert torch.isfinite(out.loss) and torch.isfinite(h.grad.float()).all()
@@ -147,7 +184,7 @@ def test_fused_bf16_is_finite_and_close_to_fp32():
 def test_fused_rejects_ult_with_a_pointer_to_the_reference():
     hidden, weight, _, labels = _inputs(torch.float32)
     with pytest.raises(ValueError, match="ult"):
-        fused_loss(hidden, weight, labels, objective="ult")
+        fused_loss(hidden, weight, labels, objective=build_objective("ult"))
 
 
 def test_vocab_shard_range_tiles_the_vocabulary():
@@ -162,8 +199,8 @@ def test_vocab_shard_range_tiles_the_vocabulary():
 
 def test_vocab_parallel_without_process_group_is_the_fused_loss():
     hidden, weight, _, labels = _inputs(torch.float64)
-    a = vocab_parallel_loss(hidden, weight, labels, vocab_start=0, group=None, objective="ua_clm")
-    b = fused_loss(hidden, weight, labels, objective="ua_clm")
+    a = vocab_parallel_loss(hidden, weight, labels, vocab_start=0, group=None, objective=UA_CLM)
+    b = fused_loss(hidden, weight, labels, objective=UA_CLM)
     assert a.loss.item() == b.loss.item()
 
 

@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from uaclm_dist.losses.objectives import build_objective
 from uaclm_dist.losses.reference import IGNORE_INDEX, clm_loss, shift_for_causal_lm, ua_clm_loss
 from uaclm_dist.modeling import assets, loading, sharded_head
 from uaclm_dist.modeling.hidden import final_hidden_states, lm_head_weight
@@ -250,7 +251,7 @@ def model_outputs(model, tokenizer):
     """``(logits [B, T, V], hidden [B, T, H], labels [B, T])`` of the chat batch."""
     input_ids, attention_mask, labels = chat_batch(tokenizer)
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    hidden = final_hidden_states(model, input_ids, attention_mask)
+    hidden = final_hidden_states(model, input_ids=input_ids, attention_mask=attention_mask)
     return logits, hidden, labels
 
 
@@ -341,7 +342,8 @@ def _reference_and_sharded(model, outputs, objective):
     reference = ref_fn(*shift_for_causal_lm(logits, labels))
     head = ShardedLMHead.from_model(model)
     hidden = hidden[:, :-1]
-    out = head(hidden.reshape(-1, hidden.shape[-1]), labels[:, 1:].reshape(-1), objective=objective)
+    out = head(hidden.reshape(-1, hidden.shape[-1]), labels[:, 1:].reshape(-1),
+               objective=build_objective(objective))  # fmt: skip
     return reference, out
 
 
@@ -395,12 +397,13 @@ def test_sharded_head_dispatches_to_vocab_parallel(tiny_llama, monkeypatch):
     head = ShardedLMHead.from_model(tiny_llama, rank=1, world_size=2)
     group = object()
     hidden, labels = torch.randn(5, 64), torch.randint(0, 49152, (5,))
-    assert head(hidden, labels, group=group, objective="ua_clm", pooling="batch") == "sentinel"
+    objective = build_objective("ua_clm")
+    assert head(hidden, labels, group=group, objective=objective, step=3) == "sentinel"
     assert calls["vocab_start"] == 24576 and calls["group"] is group
-    assert calls["objective"] == "ua_clm" and calls["pooling"] == "batch"
+    assert calls["objective"] is objective and calls["step"] == 3
     assert calls["weight_shard"] is head.weight_shard and calls["weight_shard"].shape == (24576, 64)
     with pytest.raises(ValueError, match="hidden size"):
-        head(torch.randn(5, 32), labels, group=group, objective="clm")
+        head(torch.randn(5, 32), labels, group=group, objective=build_objective("clm"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,7 +426,8 @@ def test_replace_lm_head(tiny_llama_dir, smollm2_tokenizer, tied):
     embed_before = embed_weight.detach().clone()
     input_ids, attention_mask, _ = chat_batch(smollm2_tokenizer)
     with torch.no_grad():
-        hidden_before = final_hidden_states(peft_model, input_ids, attention_mask)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        hidden_before = final_hidden_states(peft_model, **inputs)
 
     head = ShardedLMHead.from_model(peft_model)
     old = replace_lm_head(peft_model, head)
@@ -436,7 +440,7 @@ def test_replace_lm_head(tiny_llama_dir, smollm2_tokenizer, tied):
         lm_head_weight(peft_model)
     with torch.no_grad():
         torch.testing.assert_close(
-            final_hidden_states(peft_model, input_ids, attention_mask),
+            final_hidden_states(peft_model, input_ids=input_ids, attention_mask=attention_mask),
             hidden_before,
             rtol=0,
             atol=0,

@@ -10,6 +10,7 @@ import torch
 from uaclm_dist.config import ObjectiveConfig
 from uaclm_dist.data.records import QARecord
 from uaclm_dist.data.tokenize import TokenizedExample, tokenize_records
+from uaclm_dist.losses.objectives import build_objective
 from uaclm_dist.modeling.sharded_head import ShardedLMHead, replace_lm_head
 from uaclm_dist.train.objective import CausalLMWithLoss
 from uaclm_dist.train.probe import ProbeTokens, measure, summarize
@@ -72,7 +73,7 @@ def test_measure_equals_the_dense_logits_path(tiny_llama, smollm2_tokenizer):
             expected_c.append(logits[keep].argmax(-1) == labels[keep])
     head = ShardedLMHead.from_model(tiny_llama)
     replace_lm_head(tiny_llama, head)
-    module = CausalLMWithLoss(tiny_llama, head, ObjectiveConfig()).train()
+    module = CausalLMWithLoss(tiny_llama, head, build_objective(ObjectiveConfig())).train()
     got = measure(module, examples, smollm2_tokenizer.pad_token_id, torch.device("cpu"), micro=2)
     assert module.training
     assert torch.allclose(got.entropy, torch.cat(expected_h), atol=1e-4)

@@ -11,12 +11,26 @@ import os
 import torch
 import torch.distributed as dist
 
+from uaclm_dist.losses.objectives import Objective, build_objective
 from uaclm_dist.losses.vocab_parallel import vocab_parallel_loss, vocab_shard_range
 from uaclm_dist.modeling.sharded_head import ShardedLMHead
 
 VOCAB = 37
 HIDDEN = 6
 SEQ = 4
+
+
+def objective_for(name: str, kwargs: dict) -> Objective:
+    """The objective the reference function ``R.<name>_loss(**kwargs)`` computes: ``pooling``,
+    ``eps`` and a fixed ``beta`` become ObjectiveConfig fields."""
+    fields = {}
+    if "pooling" in kwargs:
+        fields["ua_pooling"] = kwargs["pooling"]
+    if "eps" in kwargs:
+        fields["ua_eps"] = kwargs["eps"]
+    if "beta" in kwargs:
+        fields.update(beta_start=kwargs["beta"], beta_end=kwargs["beta"])
+    return build_objective(name, **fields)
 
 
 def rank_batch(rank: int) -> int:
@@ -101,8 +115,9 @@ def run_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
                 w = weight[start:end].clone().requires_grad_(True)
                 b = bias[start:end].clone().requires_grad_(True)
                 out = vocab_parallel_loss(
-                    h, w, labels[rank], vocab_start=start, group=None, objective=objective,
-                    bias_shard=b, chunk_tokens=3, chunk_vocab=5, **kwargs,
+                    h, w, labels[rank], vocab_start=start, group=None,
+                    objective=objective_for(objective, kwargs), bias_shard=b, chunk_tokens=3,
+                    chunk_vocab=5,
                 )  # fmt: skip
                 out.loss.backward()
                 results.append(

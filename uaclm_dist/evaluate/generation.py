@@ -41,31 +41,19 @@ class GeneratedAnswer:
 
 
 def load_generation_model(
-    model_cfg, adapter_dir: str | None, *, device: torch.device | None = None
+    model_cfg, adapter_dir: str | None, *, seed: int, device: torch.device | None = None
 ) -> torch.nn.Module:
     """Base model with the training quantization, plus the LoRA adapter (if any), in eval mode.
 
-    The adapter is scored on the base it was trained against: same 4-bit NF4 settings and dtype.
+    The adapter is scored on the base it was trained against: the same family loader, 4-bit NF4
+    settings, dtype and init ``seed`` (the run's ``optim.seed``) as training.
     """
-    from uaclm_dist.modeling.loading import load_causal_lm
+    from uaclm_dist.modeling.families import family_of
 
-    q = model_cfg.quantization
-    tiny = model_cfg.tiny.model_dump(exclude={"tokenizer"})
-    model = load_causal_lm(
-        model_cfg.name_or_path,
-        dtype=getattr(torch, model_cfg.dtype),
-        quantization=None if q.method == "none" else q.method,
-        double_quant=q.double_quant,
-        compute_dtype=getattr(torch, q.compute_dtype),
-        storage_dtype=getattr(torch, q.storage_dtype),
-        tiny_kwargs=tiny if model_cfg.name_or_path == "tiny-llama" else None,
-        seed=0,
-        device_map={"": device} if device is not None and device.type == "cuda" else None,
-    )
+    family = family_of(model_cfg)
+    model = family.load(model_cfg, device, seed=seed).model
     if adapter_dir:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter_dir)
+        model = family.load_adapter(model, adapter_dir)
     return model.eval()
 
 

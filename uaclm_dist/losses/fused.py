@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from uaclm_dist.losses import token_stats as ts
-from uaclm_dist.losses.objectives import compose_objective
-from uaclm_dist.losses.reference import IGNORE_INDEX, LossOutput, TokenStats
+from uaclm_dist.losses.objectives.base import Objective
+from uaclm_dist.losses.types import IGNORE_INDEX, LossOutput, TokenStats
 
 
 class FusedTokenStats(torch.autograd.Function):
@@ -92,17 +92,25 @@ def stats_from_outputs(log_prob_label, log_prob_pred, entropy, pred, labels) -> 
     return TokenStats(entropy, log_prob_pred, log_prob_label, pred, valid, pred == labels)
 
 
+def require_token_objective(objective: Objective) -> None:
+    """Raise when ``objective`` cannot run from per-token statistics (it needs dense logits)."""
+    if objective.needs_full_vocab:
+        raise ValueError(
+            f"objective {objective.name!r} needs the full vocabulary distribution: the fused and "
+            f"vocab-parallel losses cannot run it (use objective.implementation: reference)"
+        )
+
+
 def fused_loss(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     labels: torch.Tensor,
     *,
-    objective: str,
+    objective: Objective,
+    step: int = 0,
+    total_steps: int = 1,
     bias: torch.Tensor | None = None,
     ignore_index: int = IGNORE_INDEX,
-    pooling: str = "batch",
-    eps: float = 1e-6,
-    beta: float | None = None,
     chunk_tokens: int | None = None,
     chunk_vocab: int | None = None,
     sequence_ids: torch.Tensor | None = None,
@@ -113,13 +121,14 @@ def fused_loss(
         hidden: ``[N, H]`` final (post-norm) hidden states, or ``[B, T, H]``.
         weight: ``[V, H]`` LM-head weight; its gradient is computed only if it requires grad.
         labels: ``[N]`` (or ``[B, T]``) targets aligned with ``hidden`` (row i predicts labels[i]).
-        objective: ``clm``, ``ua_clm`` or ``clm+ua``.
+        objective: an :class:`~uaclm_dist.losses.objectives.Objective` (``build_objective``).
+        step, total_steps: 0-based optimizer step and run length (the objective's schedule).
         bias: optional ``[V]`` LM-head bias.
-        pooling, eps, beta: as in :mod:`uaclm_dist.losses.reference`.
         chunk_tokens, chunk_vocab: chunk sizes (defaults 1024 tokens x 4096 vocabulary columns,
             i.e. 16 MiB of fp32 logits per chunk).
         sequence_ids: ``[N]`` sequence of each token (``sequence`` pooling with flat inputs).
     """
+    require_token_objective(objective)
     hidden, labels, sequence_ids = flatten_tokens(hidden, labels, sequence_ids)
     hidden, labels, sequence_ids = select_supervised(hidden, labels, sequence_ids, ignore_index)
     outputs = FusedTokenStats.apply(
@@ -131,6 +140,6 @@ def fused_loss(
         chunk_vocab or ts.DEFAULT_CHUNK_VOCAB,
     )
     stats = stats_from_outputs(*outputs, labels)
-    return compose_objective(
-        objective, stats, sequence_ids=sequence_ids, pooling=pooling, eps=eps, beta=beta
+    return objective.from_stats(
+        stats, step=step, total_steps=total_steps, sequence_ids=sequence_ids
     )

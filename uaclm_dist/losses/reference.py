@@ -29,56 +29,19 @@ with the numerically stable forms (fp32 ``tanh`` saturates at H ~ 10 while ln V 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from uaclm_dist.losses.types import (  # re-exported: the reference is where readers look first
+    IGNORE_INDEX,
+    LossOutput,
+    TokenStats,
+    loss_output,
+    masked_mean,
+)
+
 LOG_2 = math.log(2.0)
-
-
-@dataclass
-class LossOutput:
-    """A loss value plus the per-micro-batch diagnostics every objective reports.
-
-    ``loss`` is a differentiable scalar. All other fields are detached 0-d float tensors (float32,
-    or float64 for float64 inputs). Means over an empty set are NaN (with the matching count 0),
-    so a logger can tell "no such token" from "entropy 0".
-
-    Attributes:
-        loss: the objective's scalar loss.
-        n_tokens: number of supervised (non-ignored) positions.
-        n_correct: |C|, positions whose argmax equals the label.
-        n_incorrect: |C~|.
-        entropy_correct / entropy_incorrect: mean full-vocab entropy H (nats) over C / C~.
-        prob_correct / prob_incorrect: mean predicted-token probability P = p[argmax] over C / C~.
-        token_accuracy: |C| / n_tokens (NaN when n_tokens == 0).
-        terms: named detached loss components, e.g. ``clm``, ``ua``, ``ua_correct``,
-            ``ua_incorrect``, ``ul`` (whatever the objective is made of).
-    """
-
-    loss: torch.Tensor
-    n_tokens: torch.Tensor
-    n_correct: torch.Tensor
-    n_incorrect: torch.Tensor
-    entropy_correct: torch.Tensor
-    entropy_incorrect: torch.Tensor
-    prob_correct: torch.Tensor
-    prob_incorrect: torch.Tensor
-    token_accuracy: torch.Tensor
-    terms: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def as_floats(self) -> dict[str, float]:
-        """Flat ``{name: python float}`` view for logging (terms are prefixed ``loss_``)."""
-        out = {}
-        for f in fields(self):
-            if f.name == "terms":
-                continue
-            out[f.name] = float(getattr(self, f.name).detach())
-        for name, value in self.terms.items():
-            out[f"loss_{name}"] = float(value.detach())
-        return out
 
 
 def shift_for_causal_lm(
@@ -99,22 +62,6 @@ def shift_for_causal_lm(
 # --------------------------------------------------------------------------------------------
 # Per-token statistics (dense)
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TokenStats:
-    """Per-position statistics of a dense logits tensor, all ``[batch, seq]``.
-
-    ``entropy``, ``log_prob_pred`` and ``log_prob_label`` are differentiable w.r.t. the logits;
-    ``pred``, ``valid`` and ``correct`` are hard (integer / boolean) quantities.
-    """
-
-    entropy: torch.Tensor  # H_i in nats
-    log_prob_pred: torch.Tensor  # log P_i = log p_i[a_i]
-    log_prob_label: torch.Tensor  # log p_i[y_i] (0 where the label is ignored)
-    pred: torch.Tensor  # a_i, int64
-    valid: torch.Tensor  # label != ignore_index
-    correct: torch.Tensor  # valid & (a_i == y_i)
 
 
 def _stat_dtype(logits: torch.Tensor) -> torch.dtype:
@@ -171,41 +118,6 @@ def log_tanh(h: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` over ``mask`` (0 when the mask is empty; used for loss terms)."""
-    count = mask.sum()
-    total = torch.where(mask, x, torch.zeros_like(x)).sum()
-    return total / count.clamp(min=1)
-
-
-def _masked_mean_or_nan(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Detached mean of ``x`` over ``mask``; NaN when the mask is empty (diagnostics only)."""
-    x = x.detach()
-    if not bool(mask.any()):
-        return torch.tensor(float("nan"), dtype=x.dtype)
-    return x[mask].mean()
-
-
-def diagnostics(stats: TokenStats) -> dict[str, torch.Tensor]:
-    """The LossOutput diagnostic fields (everything but ``loss`` and ``terms``)."""
-    dtype = stats.entropy.dtype
-    incorrect = stats.valid & ~stats.correct
-    n_tokens = stats.valid.sum().to(dtype)
-    n_correct = stats.correct.sum().to(dtype)
-    prob_pred = stats.log_prob_pred.exp()
-    accuracy = n_correct / n_tokens if n_tokens > 0 else torch.tensor(float("nan"), dtype=dtype)
-    return dict(
-        n_tokens=n_tokens,
-        n_correct=n_correct,
-        n_incorrect=incorrect.sum().to(dtype),
-        entropy_correct=_masked_mean_or_nan(stats.entropy, stats.correct),
-        entropy_incorrect=_masked_mean_or_nan(stats.entropy, incorrect),
-        prob_correct=_masked_mean_or_nan(prob_pred, stats.correct),
-        prob_incorrect=_masked_mean_or_nan(prob_pred, incorrect),
-        token_accuracy=accuracy,
-    )
-
-
 def ua_terms(stats: TokenStats, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Paper Eq. 2 over one set of positions: (incorrect term, correct term), both >= 0."""
     incorrect = stats.valid & ~stats.correct
@@ -257,14 +169,6 @@ def ua_terms_pooled(
         zero = stats.entropy.sum() * 0.0
         return zero, zero
     return torch.stack(incorrect_terms).mean(), torch.stack(correct_terms).mean()
-
-
-def loss_output(
-    loss: torch.Tensor, stats: TokenStats, terms: dict[str, torch.Tensor]
-) -> LossOutput:
-    return LossOutput(
-        loss=loss, terms={k: v.detach() for k, v in terms.items()}, **diagnostics(stats)
-    )
 
 
 def ua_clm_loss(

@@ -32,11 +32,12 @@ from uaclm_dist.losses import token_stats as ts
 from uaclm_dist.losses.fused import (
     flatten_tokens,
     fused_loss,
+    require_token_objective,
     select_supervised,
     stats_from_outputs,
 )
-from uaclm_dist.losses.objectives import compose_objective
-from uaclm_dist.losses.reference import IGNORE_INDEX, LossOutput
+from uaclm_dist.losses.objectives.base import Objective
+from uaclm_dist.losses.types import IGNORE_INDEX, LossOutput
 
 
 def vocab_shard_range(vocab_size: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -59,6 +60,15 @@ def _all_gather_padded(x: torch.Tensor, sizes: list[int], group) -> torch.Tensor
     return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
 
 
+def _has_reduce_scatter(group) -> bool:
+    """Whether the group's backend implements reduce-scatter (NCCL does, gloo does not).
+
+    Decided from the backend, the same on every rank, never by catching a failed collective: a
+    rank that retried with another collective would leave the group in mismatched collectives.
+    """
+    return dist.get_backend(group) not in ("gloo",)
+
+
 def _reduce_scatter_rows(full: torch.Tensor, sizes: list[int], rank: int, group) -> torch.Tensor:
     """Sum ``full [N, H]`` over the group and return this rank's rows (offsets from sizes)."""
     n_max = max(sizes)
@@ -66,13 +76,12 @@ def _reduce_scatter_rows(full: torch.Tensor, sizes: list[int], rank: int, group)
     padded = full.new_zeros((len(sizes), n_max, full.shape[1]))
     for i, c in enumerate(chunks):
         padded[i, : c.shape[0]] = c
-    out = full.new_empty((n_max, full.shape[1]))
-    # torch 2.13 renamed reduce_scatter_tensor to reduce_scatter_single; accept either.
-    reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-    try:
+    if _has_reduce_scatter(group):
+        out = full.new_empty((n_max, full.shape[1]))
+        # torch 2.13 renamed reduce_scatter_tensor to reduce_scatter_single; accept either.
+        reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
         reduce_scatter(out, padded.reshape(-1, full.shape[1]), group=group)
-    except (RuntimeError, NotImplementedError, ValueError):
-        # Backends without reduce-scatter: all-reduce the (padded) whole and keep our rows.
+    else:  # gloo: all-reduce the (padded) whole and keep our rows
         dist.all_reduce(padded, group=group)
         out = padded[rank]
     return out[: sizes[rank]]
@@ -167,12 +176,11 @@ def vocab_parallel_loss(
     *,
     vocab_start: int,
     group: dist.ProcessGroup | None,
-    objective: str,
+    objective: Objective,
+    step: int = 0,
+    total_steps: int = 1,
     bias_shard: torch.Tensor | None = None,
     ignore_index: int = IGNORE_INDEX,
-    pooling: str = "batch",
-    eps: float = 1e-6,
-    beta: float | None = None,
     chunk_tokens: int | None = None,
     chunk_vocab: int | None = None,
     sequence_ids: torch.Tensor | None = None,
@@ -188,14 +196,15 @@ def vocab_parallel_loss(
             rank of the group must call this, also with no supervised tokens.
         Other arguments as in :func:`uaclm_dist.losses.fused.fused_loss`.
     """
+    require_token_objective(objective)
     if not dist.is_available() or not dist.is_initialized():
         if vocab_start != 0:
             raise RuntimeError(
                 "vocab_parallel_loss with a shard needs an initialized process group"
             )
         return fused_loss(
-            hidden, weight_shard, labels, objective=objective, bias=bias_shard,
-            ignore_index=ignore_index, pooling=pooling, eps=eps, beta=beta,
+            hidden, weight_shard, labels, objective=objective, step=step,
+            total_steps=total_steps, bias=bias_shard, ignore_index=ignore_index,
             chunk_tokens=chunk_tokens, chunk_vocab=chunk_vocab, sequence_ids=sequence_ids,
         )  # fmt: skip
     hidden, labels, sequence_ids = flatten_tokens(hidden, labels, sequence_ids)
@@ -205,6 +214,6 @@ def vocab_parallel_loss(
         chunk_tokens or ts.DEFAULT_CHUNK_TOKENS, chunk_vocab or ts.DEFAULT_CHUNK_VOCAB,
     )  # fmt: skip
     stats = stats_from_outputs(*outputs, labels)
-    return compose_objective(
-        objective, stats, sequence_ids=sequence_ids, pooling=pooling, eps=eps, beta=beta
+    return objective.from_stats(
+        stats, step=step, total_steps=total_steps, sequence_ids=sequence_ids
     )

@@ -36,33 +36,22 @@ def backbone(model: torch.nn.Module) -> torch.nn.Module:
     return inner
 
 
-def final_hidden_states(
-    model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    *,
-    position_ids: torch.Tensor | None = None,
-) -> torch.Tensor:
+def final_hidden_states(model: torch.nn.Module, **inputs: torch.Tensor) -> torch.Tensor:
     """Post-final-norm hidden states of a causal LM, skipping the LM head.
 
     Args:
         model: an HF causal LM (Llama-like), plain, 4-bit, peft-wrapped or inside a DeepSpeed /
             DDP wrapper (the wrapper's own ``forward`` is bypassed; ZeRO-3 fetches parameters in
             per-module hooks, which still fire).
-        input_ids: ``[batch, seq]`` token ids.
-        attention_mask: ``[batch, seq]`` 1 for real tokens, 0 for padding (or None).
-        position_ids: optional ``[batch, seq]``; default ``0..seq-1`` as in the model's forward.
+        inputs: the backbone's keyword inputs: ``input_ids [batch, seq]``, ``attention_mask
+            [batch, seq]`` (1 = real token, 0 = padding), optionally ``position_ids`` (default
+            ``0..seq-1``) and whatever else the model family feeds (e.g. ``pixel_values``).
 
     Returns:
         ``[batch, seq, hidden]`` in the model's compute dtype; ``hidden[:, t]`` predicts token
         ``t + 1`` (shift labels with ``labels[:, 1:]`` against ``hidden[:, :-1]``).
     """
-    outputs = backbone(model)(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=False,
-    )
+    outputs = backbone(model)(**inputs, use_cache=False)
     return outputs.last_hidden_state
 
 

@@ -12,7 +12,8 @@ Typical use on every rank, before ``deepspeed.initialize``::
     replace_lm_head(model, head)
     ...
     hidden = final_hidden_states(model, input_ids, attention_mask)[:, :-1]   # [B, T-1, H]
-    out = head(hidden.reshape(-1, H), labels[:, 1:].reshape(-1), group=group, objective="ua_clm")
+    out = head(hidden.reshape(-1, H), labels[:, 1:].reshape(-1), group=group,
+               objective=build_objective("ua_clm"), step=step, total_steps=n_steps)
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import torch.distributed as dist
 
 from uaclm_dist.losses import token_stats as ts
 from uaclm_dist.losses.fused import FusedTokenStats, fused_loss
-from uaclm_dist.losses.reference import LossOutput
+from uaclm_dist.losses.objectives.base import Objective
+from uaclm_dist.losses.types import LossOutput
 from uaclm_dist.losses.vocab_parallel import (
     VocabParallelTokenStats,
     vocab_parallel_loss,
@@ -118,7 +120,7 @@ class ShardedLMHead(torch.nn.Module):
         labels: torch.Tensor,
         *,
         group: dist.ProcessGroup | None = None,
-        objective: str,
+        objective: Objective,
         **loss_kwargs,
     ) -> LossOutput:
         """The objective of this rank's tokens over the full vocabulary.
@@ -128,8 +130,8 @@ class ShardedLMHead(torch.nn.Module):
             labels: ``[N]`` aligned targets (row i predicts ``labels[i]``; -100 = ignored).
             group: the vocab-parallel process group (None = default group). Unused when
                 ``world_size == 1``; otherwise every rank of the group must call this.
-            objective: ``clm``, ``ua_clm`` or ``clm+ua``.
-            loss_kwargs: ``ignore_index``, ``pooling``, ``eps``, ``beta``, ``chunk_tokens``,
+            objective: the :class:`~uaclm_dist.losses.objectives.Objective` to compute.
+            loss_kwargs: ``step``, ``total_steps``, ``ignore_index``, ``chunk_tokens``,
                 ``chunk_vocab``, ``sequence_ids`` (see :func:`uaclm_dist.losses.fused.fused_loss`).
         """
         if hidden.shape[-1] != self.hidden_size:

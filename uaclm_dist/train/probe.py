@@ -24,6 +24,7 @@ import torch
 
 from uaclm_dist.data.tokenize import IGNORE_INDEX, collate
 from uaclm_dist.modeling.hidden import final_hidden_states
+from uaclm_dist.train.objective import split_batch
 
 
 @dataclass
@@ -60,9 +61,9 @@ def measure(module, examples, pad_token_id: int, device: torch.device, micro: in
         for start in range(0, len(examples), micro):
             batch = {k: v.to(device) for k, v in collate(examples[start : start + micro],
                                                          pad_token_id).items()}  # fmt: skip
-            hidden = final_hidden_states(module.model, batch["input_ids"],
-                                         batch["attention_mask"])[:, :-1]  # fmt: skip
-            targets = batch["labels"][:, 1:].reshape(-1)
+            labels, inputs = split_batch(batch)
+            hidden = final_hidden_states(module.model, **inputs)[:, :-1]
+            targets = labels[:, 1:].reshape(-1)
             keep = targets != IGNORE_INDEX
             flat = hidden.reshape(-1, hidden.shape[-1])[keep]
             entropy, pred = module.head.token_stats(flat, targets[keep])

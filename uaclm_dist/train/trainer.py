@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -16,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uaclm_dist.config import ConfigError, RunConfig
+from uaclm_dist.losses.objectives import build_objective
 from uaclm_dist.train import run_dir as rd
 from uaclm_dist.train.checkpoint import latest_checkpoint
+from uaclm_dist.train.plan import TrainPlan
 from uaclm_dist.train.schedule import steps_per_epoch, total_steps
 from uaclm_dist.train.sharding import wrapped_examples
 from uaclm_dist.train.worker import STOP_FILE, train_loop_per_worker
-
-EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped with a checkpoint; `--resume` continues (Slurm requeues)
 
 
 @dataclass
@@ -38,14 +37,14 @@ class PreparedData:
 def prepare_training_data(cfg: RunConfig) -> PreparedData:
     """Records -> seeded split -> tokenized training examples (driver side, fails early)."""
     from uaclm_dist.data import DataError, load_records, split_records, tokenize_records
-    from uaclm_dist.modeling.loading import load_tokenizer
+    from uaclm_dist.modeling.families import load_tokenizer_for
 
     try:
         records = load_records(cfg.data)
     except DataError as exc:  # a bad file or row: a message for people, exit 2
         raise ConfigError(f"data: {exc}") from exc
     train, test = split_records(records, cfg.data.train_fraction, cfg.data.split_seed)
-    tokenizer = load_tokenizer(cfg.model.name_or_path)
+    tokenizer = load_tokenizer_for(cfg.model)
     examples, report = tokenize_records(
         train, tokenizer, template=cfg.data.prompt_template, loss_on=cfg.data.loss_on,
         max_length=cfg.data.max_length,
@@ -68,16 +67,17 @@ def prepare_training_data(cfg: RunConfig) -> PreparedData:
     )  # fmt: skip
 
 
-def _ray_runtime_env(cfg: RunConfig) -> dict:
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    for key in ("UACLM_CACHE", "WANDB_DIR", "WANDB_MODE"):
-        if key in os.environ:
-            env[key] = os.environ[key]
-    if cfg.distributed.gloo_socket_ifname:
-        env["GLOO_SOCKET_IFNAME"] = cfg.distributed.gloo_socket_ifname
-    if cfg.distributed.nccl_socket_ifname:
-        env["NCCL_SOCKET_IFNAME"] = cfg.distributed.nccl_socket_ifname
-    return {"env_vars": env}
+def ship_by_value(obj: object) -> None:
+    """Let Ray pickle ``obj``'s class by value when its module is not part of this package.
+
+    An extension registered in the driver's own script or test module is not importable on the
+    workers; pickled by value, the object the driver resolved is the one the workers run.
+    """
+    import ray.cloudpickle
+
+    module = sys.modules.get(type(obj).__module__)
+    if module is not None and not module.__name__.startswith("uaclm_dist"):
+        ray.cloudpickle.register_pickle_by_value(module)
 
 
 class _Progress(threading.Thread):
@@ -202,6 +202,8 @@ def run_training(
     ``stop_after_steps``: checkpoint and stop after this many steps of this invocation (a run
     sliced into wall-time-limited jobs); the schedule still spans the whole run.
     """
+    objective = build_objective(cfg.objective)
+    ship_by_value(objective)
     if resume_dir:
         out, run_id = rd.open_resumed_run_dir(cfg, resume_dir)
     else:
@@ -231,52 +233,55 @@ def run_training(
         )
     (out / STOP_FILE).unlink(missing_ok=True)
 
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
-    from ray.train import RunConfig as RayRunConfig
-    from ray.train.torch import TorchTrainer
-
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address=cfg.distributed.ray_address, runtime_env=_ray_runtime_env(cfg),
-                 log_to_driver=True)  # fmt: skip
     start_step = 0 if resume_checkpoint is None else _next_step(resume_checkpoint)
-    resources = {"CPU": cfg.distributed.cpus_per_worker}
-    if cfg.distributed.gpus_per_worker:
-        resources["GPU"] = cfg.distributed.gpus_per_worker
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "config": cfg.to_dict(), "examples": data.train, "pad_token_id": data.pad_token_id,
-            "probe": data.probe,
-            "total_steps": n_steps, "steps_per_epoch": per_epoch, "output_dir": str(out),
-            "run_id": run_id, "resume_dir": str(resume_checkpoint) if resume_checkpoint else None,
-            "stop_at_step": start_step + stop_after_steps if stop_after_steps else None,
-        },
-        scaling_config=ScalingConfig(
-            num_workers=world, use_gpu=cfg.distributed.gpus_per_worker > 0,
-            resources_per_worker=resources,
-        ),
-        run_config=RayRunConfig(
-            name="train", storage_path=str(out / "ray"),
-            failure_config=FailureConfig(max_failures=cfg.distributed.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
+    plan = TrainPlan(
+        config=cfg, objective=objective, examples=data.train, pad_token_id=data.pad_token_id,
+        probe_examples=data.probe, total_steps=n_steps, steps_per_epoch=per_epoch,
+        output_dir=str(out), run_id=run_id,
+        resume_dir=str(resume_checkpoint) if resume_checkpoint else None,
+        stop_at_step=start_step + stop_after_steps if stop_after_steps else None,
     )  # fmt: skip
-    _install_stop_handlers(out)
-    progress = _Progress(out / "metrics.jsonl", start_step, n_steps)
-    progress.start()
-    try:
-        result = trainer.fit()
-    finally:
-        progress.close()
-        if started_ray:
-            ray.shutdown()
+    result = _fit(plan, start_step)
     metrics = result.metrics or {}
     stopped = not metrics.get("final", False)
     summary = summarize(out, metrics, stopped)
     print_summary(summary)
     return summary
+
+
+def _fit(plan: TrainPlan, start_step: int):
+    """Run the workers with Ray Train (joining or starting Ray) and follow them; Ray's Result."""
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train import RunConfig as RayRunConfig
+    from ray.train.torch import TorchTrainer
+
+    from uaclm_dist.cluster import ray_session
+
+    ds, out = plan.config.distributed, Path(plan.output_dir)
+    resources = {"CPU": ds.cpus_per_worker}
+    if ds.gpus_per_worker:
+        resources["GPU"] = ds.gpus_per_worker
+    with ray_session(plan.config):
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"plan": plan},
+            scaling_config=ScalingConfig(
+                num_workers=ds.num_workers, use_gpu=ds.gpus_per_worker > 0,
+                resources_per_worker=resources,
+            ),
+            run_config=RayRunConfig(
+                name="train", storage_path=str(out / "ray"),
+                failure_config=FailureConfig(max_failures=ds.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+            ),
+        )  # fmt: skip
+        _install_stop_handlers(out)
+        progress = _Progress(out / "metrics.jsonl", start_step, plan.total_steps)
+        progress.start()
+        try:
+            return trainer.fit()
+        finally:
+            progress.close()
 
 
 def _next_step(checkpoint_dir: Path) -> int:

@@ -1,0 +1,117 @@
+"""Types every loss path shares: the per-token statistics, the loss output and masked means.
+
+Defined once here; :mod:`.reference` (dense), :mod:`.fused`, :mod:`.vocab_parallel` and the
+objectives in :mod:`.objectives` all speak in these terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+
+IGNORE_INDEX = -100  # label of a position that takes no part in any loss or diagnostic
+
+
+@dataclass
+class LossOutput:
+    """A loss value plus the per-micro-batch diagnostics every objective reports.
+
+    ``loss`` is a differentiable scalar. All other fields are detached 0-d float tensors (float32,
+    or float64 for float64 inputs). Means over an empty set are NaN (with the matching count 0),
+    so a logger can tell "no such token" from "entropy 0".
+
+    Attributes:
+        loss: the objective's scalar loss.
+        n_tokens: number of supervised (non-ignored) positions.
+        n_correct: |C|, positions whose argmax equals the label.
+        n_incorrect: |C~|.
+        entropy_correct / entropy_incorrect: mean full-vocab entropy H (nats) over C / C~.
+        prob_correct / prob_incorrect: mean predicted-token probability P = p[argmax] over C / C~.
+        token_accuracy: |C| / n_tokens (NaN when n_tokens == 0).
+        terms: named detached loss components, e.g. ``clm``, ``ua``, ``ua_correct``,
+            ``ua_incorrect``, ``ul`` (whatever the objective is made of).
+    """
+
+    loss: torch.Tensor
+    n_tokens: torch.Tensor
+    n_correct: torch.Tensor
+    n_incorrect: torch.Tensor
+    entropy_correct: torch.Tensor
+    entropy_incorrect: torch.Tensor
+    prob_correct: torch.Tensor
+    prob_incorrect: torch.Tensor
+    token_accuracy: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def as_floats(self) -> dict[str, float]:
+        """Flat ``{name: python float}`` view for logging (terms are prefixed ``loss_``)."""
+        out = {}
+        for f in fields(self):
+            if f.name == "terms":
+                continue
+            out[f.name] = float(getattr(self, f.name).detach())
+        for name, value in self.terms.items():
+            out[f"loss_{name}"] = float(value.detach())
+        return out
+
+
+@dataclass
+class TokenStats:
+    """Per-position statistics, all of one shape: ``[batch, seq]`` from dense logits, or flat
+    ``[N]`` (the supervised tokens only) from the fused and vocab-parallel kernels.
+
+    ``entropy``, ``log_prob_pred`` and ``log_prob_label`` are differentiable w.r.t. the logits;
+    ``pred``, ``valid`` and ``correct`` are hard (integer / boolean) quantities.
+    """
+
+    entropy: torch.Tensor  # H_i in nats
+    log_prob_pred: torch.Tensor  # log P_i = log p_i[a_i]
+    log_prob_label: torch.Tensor  # log p_i[y_i] (0 where the label is ignored)
+    pred: torch.Tensor  # a_i, int64
+    valid: torch.Tensor  # label != ignore_index
+    correct: torch.Tensor  # valid & (a_i == y_i)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over ``mask`` (0 when the mask is empty; used for loss terms)."""
+    count = mask.sum()
+    total = torch.where(mask, x, torch.zeros_like(x)).sum()
+    return total / count.clamp(min=1)
+
+
+def masked_mean_or_nan(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Detached mean of ``x`` over ``mask``; NaN when the mask is empty (diagnostics only)."""
+    x = x.detach()
+    if not bool(mask.any()):
+        return torch.tensor(float("nan"), dtype=x.dtype)
+    return x[mask].mean()
+
+
+def diagnostics(stats: TokenStats) -> dict[str, torch.Tensor]:
+    """The LossOutput diagnostic fields (everything but ``loss`` and ``terms``)."""
+    dtype = stats.entropy.dtype
+    incorrect = stats.valid & ~stats.correct
+    n_tokens = stats.valid.sum().to(dtype)
+    n_correct = stats.correct.sum().to(dtype)
+    prob_pred = stats.log_prob_pred.exp()
+    accuracy = n_correct / n_tokens if n_tokens > 0 else torch.tensor(float("nan"), dtype=dtype)
+    return dict(
+        n_tokens=n_tokens,
+        n_correct=n_correct,
+        n_incorrect=incorrect.sum().to(dtype),
+        entropy_correct=masked_mean_or_nan(stats.entropy, stats.correct),
+        entropy_incorrect=masked_mean_or_nan(stats.entropy, incorrect),
+        prob_correct=masked_mean_or_nan(prob_pred, stats.correct),
+        prob_incorrect=masked_mean_or_nan(prob_pred, incorrect),
+        token_accuracy=accuracy,
+    )
+
+
+def loss_output(
+    loss: torch.Tensor, stats: TokenStats, terms: dict[str, torch.Tensor]
+) -> LossOutput:
+    """``loss`` with the diagnostics of ``stats`` and the (detached) named ``terms``."""
+    return LossOutput(
+        loss=loss, terms={k: v.detach() for k, v in terms.items()}, **diagnostics(stats)
+    )
