@@ -48,19 +48,19 @@ def sequential(cfg, rows) -> float:
     import torch
 
     from uaclm_dist.evaluate.clustering import assign_clusters, build_clusterer
+    from uaclm_dist.evaluate.frame import example_frame
     from uaclm_dist.evaluate.generation import (
         GenerationSettings,
         example_stats,
         load_generation_model,
     )  # fmt: skip
-    from uaclm_dist.evaluate.metrics import example_frame
-    from uaclm_dist.modeling.loading import load_tokenizer
+    from uaclm_dist.modeling.families import load_tokenizer_for
 
     torch.set_num_threads(os.cpu_count() or 2)
     t0 = time.perf_counter()
-    tokenizer = load_tokenizer(cfg.model.name_or_path)
-    model = load_generation_model(cfg.model, None)
-    clusterer = build_clusterer(cfg.eval.model_dump())
+    tokenizer = load_tokenizer_for(cfg.model)
+    model = load_generation_model(cfg.model, None, seed=cfg.optim.seed)
+    clusterer = build_clusterer(cfg.eval)
     settings = GenerationSettings(cfg.eval.num_samples, cfg.eval.temperature,
                                   cfg.eval.max_new_tokens, decoder="hf_generate")  # fmt: skip
     for row in rows:
@@ -70,20 +70,16 @@ def sequential(cfg, rows) -> float:
 
 
 def pipeline(cfg, rows) -> float:
-    import ray
-
+    from uaclm_dist.cluster import ray_session
     from uaclm_dist.evaluate.pipeline import run_pipeline
 
-    ray.init(runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
-    try:
+    with ray_session(cfg):
         t0 = time.perf_counter()
-        df = run_pipeline(rows, model_cfg=cfg.model.model_dump(), adapter_dir=None,
-                          eval_cfg=cfg.eval.model_dump())  # fmt: skip
+        df = run_pipeline(rows, model_cfg=cfg.model, adapter_dir=None, eval_cfg=cfg.eval,
+                          seed=cfg.optim.seed)  # fmt: skip
         seconds = time.perf_counter() - t0
-        assert len(df) == len(rows)
-        return seconds
-    finally:
-        ray.shutdown()
+    assert len(df) == len(rows)
+    return seconds
 
 
 def main(argv=None) -> int:
@@ -97,10 +93,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from uaclm_dist.evaluate.runner import prompt_rows
-    from uaclm_dist.modeling.loading import load_tokenizer
+    from uaclm_dist.modeling.families import load_tokenizer_for
 
     cfg = _config(args)
-    rows = prompt_rows(cfg, load_tokenizer(cfg.model.name_or_path))[: args.prompts]
+    rows = prompt_rows(cfg, load_tokenizer_for(cfg.model))[: args.prompts]
     seq_s = sequential(cfg, rows)
     pipe_s = pipeline(cfg, rows)
     n = len(rows)

@@ -2,7 +2,8 @@
 
 SmolLM2-135M-Instruct (packaged) answers a small jsonl set that mixes questions it knows with
 questions it does not, so both classes exist and every metric is defined; FanOutQA questions
-serve as the OOD set.
+serve as the OOD set. One run is in-process instead: a score registered in this file alone
+reaches ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from uaclm_dist.evaluate.scores import SCORES, ScoreSpec
+from uaclm_dist.evaluate.stats import ExampleStats
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +97,34 @@ def test_uaclm_run_trains_then_evaluates_base_and_the_adapter(tmp_path):
     assert set(metrics) == {"base", "trained"}
     assert all(m["n_examples"] == 4 for m in metrics.values())
     assert (out / "eval" / "report.md").exists()
+
+
+def max_token_nll(stats: ExampleStats) -> float:
+    """A score that exists only in this file: the greedy answer's largest token NLL (nats)."""
+    return -min(stats.greedy_token_logprobs)
+
+
+def test_a_score_registered_in_this_file_alone_reaches_metrics_json(tmp_path):
+    """One registration is all a new score needs: the config accepts its name, the pipeline
+    computes it, metrics.json, the parquet and the report carry it. In-process, because the
+    registration lives in this process only (scores are computed on the driver by design)."""
+    from uaclm_dist.config import load_config
+    from uaclm_dist.evaluate import run_evaluation
+
+    SCORES.register(ScoreSpec("max_nll", max_token_nll, "Max NLL", "max token NLL", "nats"))
+    try:
+        cfg = load_config(REPO / "configs/tiny_test.yaml", [
+            f"logging.output_dir={tmp_path}", "model.quantization.method=none",
+            "eval.scores=[te,max_nll]", "eval.max_examples=3", "eval.num_samples=1",
+            "eval.max_new_tokens=3", "eval.bootstrap_samples=0",
+        ])  # fmt: skip
+        run_evaluation(cfg, include_base=True, out_dir=str(tmp_path / "eval"))
+    finally:
+        SCORES.unregister("max_nll")
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["base"]
+    assert list(metrics["scores"]) == ["te", "max_nll"]
+    assert {"auroc", "auarc", "prr", "spearman", "pearson"} <= set(metrics["scores"]["max_nll"])
+    df = pd.read_parquet(tmp_path / "eval" / "per_example" / "base.parquet")
+    expected = [-min(lp) for lp in df["greedy_token_logprobs"]]
+    assert df["max_nll"].tolist() == pytest.approx(expected) and len(df) == 3
+    assert "| Max NLL |" in (tmp_path / "eval" / "report.md").read_text()

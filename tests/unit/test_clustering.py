@@ -13,6 +13,7 @@ from uaclm_dist.evaluate.clustering import (  # noqa: E402
     EmbeddingClusterer,
     NLIClusterer,
     assign_clusters,
+    build_clusterer,
     entailment_index,
     greedy_clusters,
     merge_identical,
@@ -162,3 +163,12 @@ def test_nli_clusterer_runs_a_real_local_model(tiny_nli_dir, tmp_path, winner, e
             (tmp_path / name).symlink_to(src / name)
     nli = NLIClusterer(tmp_path, device="cpu", batch_size=3)
     assert nli.cluster(Q, ["Paris", "London", "Rome", "paris."]) == expected
+
+
+def test_build_clusterer_reads_the_typed_eval_section(tmp_path):
+    from uaclm_dist.config import EvalConfig
+
+    embedding = build_clusterer(EvalConfig(similarity_threshold=0.7))
+    assert isinstance(embedding, EmbeddingClusterer) and embedding.threshold == 0.7
+    with pytest.raises(FileNotFoundError, match="eval.nli_model_path"):
+        build_clusterer(EvalConfig(clusterer="nli", nli_model_path=str(tmp_path / "none")))

@@ -10,24 +10,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from uaclm_dist.evaluate.bootstrap import bootstrap_ci, paired_bootstrap_diff
 from uaclm_dist.evaluate.compare import compare_methods, markdown_table
+from uaclm_dist.evaluate.correctness import is_correct
+from uaclm_dist.evaluate.frame import example_frame
 from uaclm_dist.evaluate.metrics import (
     MetricWarning,
     auarc,
     auroc,
-    bootstrap_ci,
-    compute_metrics,
     ece,
-    example_frame,
     ood_aupr,
     ood_auroc,
-    paired_bootstrap_diff,
     pearson,
     prr,
     rejection_curve,
     spearman,
 )
 from uaclm_dist.evaluate.stats import ExampleStats
+from uaclm_dist.evaluate.summary import compute_metrics
 
 
 def synthetic(n=400, seed=0, signal=1.0, ood=0):
@@ -174,7 +174,7 @@ def test_bootstrap_ci_contains_estimate_and_narrows_with_n():
     df_small, df_big = synthetic(n=100, seed=1), synthetic(n=2000, seed=1)
     widths = []
     for df in (df_small, df_big):
-        inc = df["rouge_l"].to_numpy() <= 0.3
+        inc = ~is_correct(df, 0.3)
         point = auroc(inc, df["te"])
         low, high = bootstrap_ci(auroc, inc, df["te"].to_numpy(), n=300, seed=0)
         assert low <= point <= high
@@ -190,7 +190,7 @@ def test_bootstrap_is_seeded():
 
 def test_paired_diff_identical_methods_is_zero_and_detects_a_real_gain():
     df = synthetic(n=300)
-    inc, u = df["rouge_l"].to_numpy() <= 0.3, df["te"].to_numpy()
+    inc, u = ~is_correct(df, 0.3), df["te"].to_numpy()
     d = paired_bootstrap_diff(auroc, [inc, u], [inc, u], n=200)
     assert d == (0.0, 0.0, 0.0)
     noisy = u + np.random.default_rng(5).normal(0, 2, u.size)
@@ -209,7 +209,7 @@ def test_compute_metrics_structure_and_json():
     json.dumps(out, allow_nan=False)
     assert out["n_examples"] == 300 and out["n_ood"] == 60
     ind = df[~df["is_ood"]]
-    assert out["accuracy"] == pytest.approx(np.mean(ind["rouge_l"] > 0.3))
+    assert out["accuracy"] == pytest.approx(np.mean(is_correct(ind, 0.3)))
     te = out["scores"]["te"]
     for key in ("auroc", "auarc", "prr", "spearman", "pearson", "ood_auroc", "ood_aupr"):
         low, high = te[f"{key}_ci"]
@@ -277,3 +277,27 @@ def test_compare_methods_table_and_paired_diffs():
 def test_markdown_table():
     md = markdown_table(["a", "b"], [["x|y", 1.5]])
     assert md.splitlines() == ["| a | b |", "| :--- | ---: |", "| x\\|y | 1.5 |"]
+
+
+# ---------------------------------------------------------------------------------- registry
+
+
+def test_a_registered_metric_reaches_metrics_comparison_and_report(tmp_path):
+    from uaclm_dist.evaluate.metrics import METRICS, MetricSpec
+    from uaclm_dist.evaluate.report import write_report
+
+    mean_gap = lambda correct, u: float(u[~correct].mean() - u[correct].mean())
+    METRICS.register(MetricSpec("mean_gap", mean_gap, "is_correct", "Mean gap"))
+    try:
+        df = synthetic(n=200, ood=20)
+        out = compute_metrics(df, ["te"], n_bootstrap=20)
+        assert list(out["scores"]["te"])[-6:-4] == ["mean_gap", "mean_gap_ci"]  # before OOD
+        assert out["scores"]["te"]["mean_gap"] > 0.5
+        cmp = compare_methods({"a": df, "b": df.copy()}, ["te"], metrics=["mean_gap"])
+        assert list(cmp.table.columns) == ["Accuracy", "Mean gap te"]
+        text = write_report(tmp_path, {"a": df}, {"a": out}, cmp).read_text()
+        assert "| Mean gap |" in text.replace(" [95% CI]", "")
+    finally:
+        METRICS.unregister("mean_gap")
+    with pytest.raises(ValueError, match="in-domain rows only"):
+        compare_methods({"a": df}, ["te"], metrics=["ood_auroc"])

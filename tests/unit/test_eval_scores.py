@@ -17,12 +17,15 @@ from uaclm_dist.evaluate.correctness import (
     rouge_l,
 )
 from uaclm_dist.evaluate.scores import (
+    DEFAULT_SCORES,
     SCORES,
+    ScoreSpec,
     answer_length,
     discrete_semantic_entropy,
     perplexity,
     predictive_entropy,
     score_all,
+    scores_needing_clusters,
     semantic_entropy,
     token_entropy,
 )
@@ -142,13 +145,30 @@ def test_semantic_entropy_needs_clusters():
 
 
 def test_score_registry():
-    assert set(SCORES) == {"te", "ppl", "pe", "se", "dse", "length"}
+    assert SCORES.names() == DEFAULT_SCORES == ("te", "ppl", "pe", "se", "dse", "length")
     s = make(cluster_ids=[0, 1])
     out = score_all(s, ["te", "length", "se"])
     assert list(out) == ["te", "length", "se"] and out["te"] == pytest.approx(1.5)
-    assert set(score_all(s)) == set(SCORES)
-    with pytest.raises(KeyError, match="unknown score"):
+    assert tuple(score_all(s)) == DEFAULT_SCORES
+    with pytest.raises(KeyError, match="unknown score 'nope'"):
         score_all(s, ["nope"])
+    assert scores_needing_clusters(DEFAULT_SCORES) == ["se", "dse"]
+    assert scores_needing_clusters(["te", "length"]) == []
+    te = SCORES.get("te")
+    assert (te.fn, te.label, te.axis_label) == (token_entropy, "TE", "token entropy (nats)")
+    assert SCORES.get("ppl").axis_label == "perplexity" and SCORES.get("ppl").log_x
+
+
+def test_a_registered_score_is_computed_and_cleaned_up():
+    spec = ScoreSpec("n_samples", lambda s: float(s.num_samples), "N", "samples drawn")
+    SCORES.register(spec)
+    try:
+        assert score_all(make(), ["te", "n_samples"])["n_samples"] == 2.0
+        with pytest.raises(ValueError, match="already registered"):
+            SCORES.register(spec)
+    finally:
+        SCORES.unregister("n_samples")
+    assert "n_samples" not in SCORES
 
 
 # ------------------------------------------------------------------------------------ correctness
@@ -167,7 +187,7 @@ def test_rouge_l_max_over_references_and_threshold():
     assert rouge_l("", ["Paris"]) == 0.0
     assert rouge_l("he wins", ["he win"], use_stemmer=True) == pytest.approx(1.0)
     assert rouge_l("he wins", ["he win"], use_stemmer=False) == pytest.approx(0.5)
-    assert is_correct(0.31) and not is_correct(0.3)  # strictly greater
+    assert is_correct(0.31) is True and is_correct(0.3) is False  # strictly greater
     with pytest.raises(ValueError, match="no reference"):
         rouge_l("x", [])
 
@@ -179,3 +199,12 @@ def test_correctness_row():
     assert row["is_correct"] is True and row["exact_match"] is False
     assert row["confidence"] == pytest.approx(math.exp(-0.2))
     assert correctness_row(s, threshold=0.6)["is_correct"] is False
+
+
+def test_is_correct_on_a_table_an_array_and_a_value():
+    rouge = [0.0, 0.3, 0.30001, 1.0]
+    expected = [False, False, True, True]
+    assert is_correct(np.array(rouge), 0.3).tolist() == expected
+    assert is_correct(pd.DataFrame({"rouge_l": rouge}), 0.3).tolist() == expected
+    assert is_correct(pd.DataFrame({"rouge_l": rouge}), 0.0).tolist() == [False, True, True, True]
+    assert is_correct(np.float64(0.5), 0.3) is True

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from uaclm_dist.evaluate.compare import compare_methods
-from uaclm_dist.evaluate.metrics import compute_metrics
 from uaclm_dist.evaluate.report import write_report
+from uaclm_dist.evaluate.summary import compute_metrics
 
 SCORES = ["te", "ppl", "pe", "se", "dse", "length"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

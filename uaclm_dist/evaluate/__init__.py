@@ -2,6 +2,11 @@
 
 Protocol: shared/METHOD.md section 3. Generation produces :class:`~.stats.ExampleStats` once;
 scores (:mod:`.scores`) are pure functions of them; metrics (:mod:`.metrics`) are separate again.
+
+Extension points, one registration each: a score is a :class:`~.scores.ScoreSpec` in
+:data:`~.scores.SCORES`, a metric a :class:`~.metrics.MetricSpec` in :data:`~.metrics.METRICS`.
+The rest reads them: :mod:`.frame` (per-example table), :mod:`.summary` (``metrics.json``, with
+:mod:`.bootstrap` intervals), :mod:`.compare`, :mod:`.report` and :mod:`.plots`.
 """
 
 from __future__ import annotations

@@ -23,12 +23,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from uaclm_dist.evaluate.correctness import normalize_answer
 from uaclm_dist.evaluate.stats import ExampleStats
+
+if TYPE_CHECKING:
+    from uaclm_dist.config import EvalConfig
 
 DEFAULT_SIMILARITY_THRESHOLD = 0.85
 
@@ -272,9 +275,9 @@ class NLIClusterer:
         return _expand(greedy_clusters(len(reps), matches), group)
 
 
-def build_clusterer(eval_cfg: dict) -> Clusterer:
-    """The clusterer ``RunConfig.eval`` asks for: ``embedding`` (offline default, packaged
+def build_clusterer(eval_cfg: EvalConfig) -> Clusterer:
+    """The clusterer the ``eval`` section asks for: ``embedding`` (offline default, packaged
     all-MiniLM-L6-v2 at ``similarity_threshold``) or ``nli`` (local model at ``nli_model_path``)."""
-    if eval_cfg["clusterer"] == "nli":
-        return NLIClusterer(eval_cfg["nli_model_path"])
-    return EmbeddingClusterer(threshold=eval_cfg["similarity_threshold"])
+    if eval_cfg.clusterer == "nli":
+        return NLIClusterer(eval_cfg.nli_model_path)
+    return EmbeddingClusterer(threshold=eval_cfg.similarity_threshold)

@@ -18,25 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from uaclm_dist.evaluate.bootstrap import paired_bootstrap_diff
 from uaclm_dist.evaluate.correctness import DEFAULT_THRESHOLD
-from uaclm_dist.evaluate.metrics import (
-    auarc,
-    auroc,
-    paired_bootstrap_diff,
-    pearson,
-    prr,
-    spearman,
-    to_jsonable,
-)
+from uaclm_dist.evaluate.metrics import METRICS, MetricSpec, in_domain, metric_inputs
+from uaclm_dist.evaluate.summary import to_jsonable
 
-#: metric -> (display name, function, input kind, higher is better)
-METRICS = {
-    "auroc": ("AUROC", auroc, "is_incorrect", True),
-    "auarc": ("AUARC", auarc, "is_correct", True),
-    "prr": ("PRR", prr, "rouge_l", True),
-    "spearman": ("Spearman", spearman, "rouge_l", False),
-    "pearson": ("Pearson", pearson, "rouge_l", False),
-}
+ACCURACY = "Accuracy"
 
 
 def _accuracy(is_correct: np.ndarray) -> float:
@@ -75,12 +62,14 @@ class Comparison:
     def to_markdown(self) -> str:
         """The table (best value per column in bold) and the differences vs the baseline."""
         cols = list(self.table.columns)
+        higher_is_better = {ACCURACY: True}
+        for spec in map(METRICS.get, self.metrics):
+            higher_is_better.update({_column(spec, s): spec.higher_is_better for s in self.scores})
         best = {}
         for col in cols:
-            higher = col == "Accuracy" or METRICS[_metric_of(col)][3]
             values = self.table[col].astype(float)
             if values.notna().any() and values.nunique() > 1:
-                best[col] = values.max() if higher else values.min()
+                best[col] = values.max() if higher_is_better[col] else values.min()
         rows = []
         for method, rec in self.table.iterrows():
             cells = [method]
@@ -91,7 +80,7 @@ class Comparison:
         level = round(100 * (1 - self.alpha))
         parts = [
             f"Methods on the same {self.n_examples} in-domain examples (correct iff ROUGE-L > "
-            f"{self.threshold}); best per column in bold (Spearman/Pearson: lower is better).",
+            f"{self.threshold}); best per column in bold ({_lower_is_better_note()}).",
             "",
             markdown_table(["Method", *cols], rows),
         ]
@@ -135,9 +124,15 @@ class Comparison:
         )
 
 
-def _metric_of(column: str) -> str:
-    display = column.split(" ")[0]
-    return next(k for k, v in METRICS.items() if v[0] == display)
+def _column(spec: MetricSpec, score: str) -> str:
+    """Table column of one metric of one score, e.g. ``"AUROC te"``."""
+    return f"{spec.display} {score}"
+
+
+def _lower_is_better_note() -> str:
+    """``"Spearman/Pearson: lower is better"`` from the registered metrics."""
+    lower = [s.display for s in METRICS.values() if not s.higher_is_better]
+    return f"{'/'.join(lower)}: lower is better"
 
 
 def align_methods(per_method: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -151,8 +146,7 @@ def align_methods(per_method: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFr
     out: dict[str, pd.DataFrame] = {}
     reference_ids = None
     for method, df in per_method.items():
-        if "is_ood" in df.columns:
-            df = df[~df["is_ood"].astype(bool)]
+        df = in_domain(df)
         if df["id"].duplicated().any():
             dupes = df.loc[df["id"].duplicated(), "id"].head(3).tolist()
             raise ValueError(f"method {method!r}: duplicate example ids, e.g. {dupes}")
@@ -170,12 +164,22 @@ def align_methods(per_method: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFr
     return out
 
 
+def _resolve_metrics(metrics: Sequence[str] | None) -> list[MetricSpec]:
+    if metrics is None:
+        return [s for s in METRICS.values() if s.compared]
+    specs = [METRICS.get(m) for m in metrics]
+    ood = [s.name for s in specs if s.ood]
+    if ood:
+        raise ValueError(f"metric(s) {ood} need OOD rows; the comparison uses in-domain rows only")
+    return specs
+
+
 def compare_methods(
     per_method: Mapping[str, pd.DataFrame],
     scores: Sequence[str],
     baseline: str | None = None,
     threshold: float = DEFAULT_THRESHOLD,
-    metrics: Sequence[str] = ("auroc", "auarc"),
+    metrics: Sequence[str] | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
@@ -186,43 +190,36 @@ def compare_methods(
         per_method: method name -> per-example frame (columns id, rouge_l, is_ood?, scores).
         scores: score columns to compare, e.g. ``["te", "ppl", "pe", "se", "length"]``.
         baseline: the reference method (default: the first one).
-        metrics: keys of :data:`METRICS`.
+        metrics: names in :data:`~.metrics.METRICS` (default: those marked ``compared``).
     """
     frames = align_methods(per_method)
     baseline = baseline if baseline is not None else next(iter(frames))
     if baseline not in frames:
         raise KeyError(f"baseline {baseline!r} is not among the methods {list(frames)}")
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise KeyError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
+    specs = _resolve_metrics(metrics)
+    inputs = {m: metric_inputs(df, threshold) for m, df in frames.items()}
 
-    def inputs(df: pd.DataFrame) -> dict[str, np.ndarray]:
-        rouge = df["rouge_l"].to_numpy(dtype=np.float64)
-        correct = rouge > threshold
-        return {"rouge_l": rouge, "is_correct": correct, "is_incorrect": ~correct}
-
-    # quantity name -> (function, lambda frame -> argument arrays)
-    quantities = {"Accuracy": (_accuracy, lambda df: [inputs(df)["is_correct"]])}
-    for metric in metrics:
-        display, fn, kind, _ = METRICS[metric]
+    # quantity name -> (function, method -> argument arrays)
+    quantities = {ACCURACY: (_accuracy, lambda m: [inputs[m]["is_correct"]])}
+    for spec in specs:
         for score in scores:
-            quantities[f"{display} {score}"] = (
-                fn,
-                lambda df, kind=kind, score=score: [
-                    inputs(df)[kind],
-                    df[score].to_numpy(dtype=np.float64),
+            quantities[_column(spec, score)] = (
+                spec.fn,
+                lambda m, kind=spec.input, score=score: [
+                    inputs[m][kind],
+                    frames[m][score].to_numpy(dtype=np.float64),
                 ],
             )
     table = pd.DataFrame(
-        {q: {m: fn(*args(df)) for m, df in frames.items()} for q, (fn, args) in quantities.items()}
+        {q: {m: fn(*args(m)) for m in frames} for q, (fn, args) in quantities.items()}
     )
     rows = []
-    for method, df in frames.items():
+    for method in frames:
         if method == baseline:
             continue
         for q, (fn, args) in quantities.items():
             d = paired_bootstrap_diff(
-                fn, args(df), args(frames[baseline]), n=n_bootstrap, seed=seed, alpha=alpha
+                fn, args(method), args(baseline), n=n_bootstrap, seed=seed, alpha=alpha
             )
             excludes = bool(np.isfinite(d.low) and (d.low > 0 or d.high < 0))
             rows.append(
@@ -243,7 +240,7 @@ def compare_methods(
         diffs=diffs,
         baseline=baseline,
         scores=list(scores),
-        metrics=list(metrics),
+        metrics=[s.name for s in specs],
         n_examples=len(frames[baseline]),
         threshold=threshold,
         n_bootstrap=n_bootstrap,

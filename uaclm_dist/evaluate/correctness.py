@@ -17,6 +17,8 @@ import re
 import string
 from functools import lru_cache
 
+import numpy as np
+import pandas as pd
 from rouge_score import rouge_scorer
 
 from uaclm_dist.evaluate.stats import ExampleStats
@@ -51,9 +53,25 @@ def rouge_l(answer: str, references: list[str], use_stemmer: bool = True) -> flo
     return max(scorer.score(ref, answer)["rougeL"].fmeasure for ref in references)
 
 
-def is_correct(rouge: float, threshold: float = DEFAULT_THRESHOLD) -> bool:
-    """The protocol's correctness: ROUGE-L strictly above the threshold."""
-    return bool(rouge > threshold)
+def is_correct(
+    table: pd.DataFrame | np.ndarray | float, threshold: float = DEFAULT_THRESHOLD
+) -> np.ndarray | bool:
+    """The protocol's correctness: ROUGE-L strictly above ``threshold``. The one place it is
+    written; everything else (metrics, comparison, plots) calls this.
+
+    Args:
+        table: a per-example frame with a ``rouge_l`` column (``[N]`` rows), a ``[N]`` array of
+            ROUGE-L values, or one ROUGE-L value.
+        threshold: the correctness threshold (``eval.correctness_threshold``).
+
+    Returns:
+        ``[N]`` bool array, or one ``bool`` for a scalar input.
+    """
+    if isinstance(table, pd.DataFrame):
+        table = table["rouge_l"]
+    if np.ndim(table) == 0:
+        return bool(table > threshold)
+    return np.asarray(table, dtype=np.float64) > threshold
 
 
 def exact_match(answer: str, references: list[str]) -> bool:

@@ -9,23 +9,26 @@ warnings and writes NaN as ``None`` so its output is strict JSON.
 Rejection curves (AUARC, PRR) reject the most uncertain examples first. Tied scores are broken by
 **expectation over random order** (each tied group contributes its mean quality), so a score with
 many ties (``length``, ``dse``) is neither helped nor hurt by the sort order of the data.
+
+Every per-score metric is one :class:`MetricSpec` in :data:`METRICS`: ``compute_metrics``
+(``metrics.json``), the method comparison and the report read it from there. Bootstrap intervals
+are in :mod:`.bootstrap`, the aggregation into ``metrics.json`` in :mod:`.summary`.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 from sklearn.metrics import average_precision_score
 
-from uaclm_dist.evaluate.correctness import DEFAULT_THRESHOLD, correctness_row
-from uaclm_dist.evaluate.scores import score_all
-from uaclm_dist.evaluate.stats import ExampleStats
+from uaclm_dist.evaluate.correctness import is_correct
+from uaclm_dist.registry import Registry
 
 NAN = float("nan")
 
@@ -210,213 +213,68 @@ def ece(confidence: Sequence[float], is_correct: Sequence[bool], n_bins: int = 1
     return float(np.sum(bins.count[used] / total * gap))
 
 
-# -------------------------------------------------------------------------------------- bootstrap
+# ------------------------------------------------------------------------------------- registry
 
 
-class PairedDiff(NamedTuple):
-    """fn(method a) - fn(method b) on the same examples, with a paired-bootstrap interval."""
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric of one uncertainty score against one per-example target.
 
-    diff: float
-    low: float
-    high: float
-
-
-def _percentiles(values: list[float], alpha: float) -> tuple[float, float]:
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return NAN, NAN
-    low, high = np.percentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(low), float(high)
-
-
-def _resampled(fn: Callable[..., float], groups, n: int, seed: int) -> list[list[float]]:
-    """For each of n resamples of example indices, fn(*arrays[idx]) for every array group."""
-    size = len(groups[0][0])
-    rng = np.random.default_rng(seed)
-    out: list[list[float]] = [[] for _ in groups]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MetricWarning)
-        for _ in range(n):
-            idx = rng.integers(0, size, size)
-            for values, arrays in zip(out, groups, strict=True):
-                values.append(fn(*(a[idx] for a in arrays)))
-    return out
-
-
-def _as_arrays(arrays: Iterable[Any]) -> list[np.ndarray]:
-    out = [np.asarray(a) for a in arrays]
-    if not out or len({len(a) for a in out}) != 1:
-        raise ValueError(f"need equal-length arrays, got lengths {[len(a) for a in out]}")
-    return out
-
-
-def bootstrap_ci(
-    fn: Callable[..., float], *arrays: Any, n: int = 1000, seed: int = 0, alpha: float = 0.05
-) -> tuple[float, float]:
-    """Percentile bootstrap ``(low, high)`` of ``fn(*arrays)`` at level 1 - alpha.
-
-    Resamples examples (the same indices for every array) ``n`` times; resamples where ``fn`` is
-    undefined (NaN) are dropped. ``(nan, nan)`` when n == 0 or no resample is defined.
+    Attributes:
+        name: key in each score's ``metrics.json`` entry; ``<name>_ci`` holds its interval.
+        fn: ``(target [N], score [N]) -> float``; NaN + :class:`MetricWarning` when undefined.
+        input: the target ``fn`` reads, a key of :func:`metric_inputs`: ``is_incorrect``,
+            ``is_correct``, ``rouge_l`` (in-domain rows) or ``is_ood`` (all rows; computed only
+            when some rows are OOD).
+        display: column header in the report and the comparison, e.g. ``"AUROC"``.
+        higher_is_better: False where lower (more negative) is better, e.g. the correlations
+            with ROUGE-L; the comparison bolds the best method by it.
+        compared: one of the comparison's (Table 1) default metrics.
     """
-    arrs = _as_arrays(arrays)
-    if n <= 0 or len(arrs[0]) == 0:
-        return NAN, NAN
-    return _percentiles(_resampled(fn, [arrs], n, seed)[0], alpha)
+
+    name: str
+    fn: Callable[[np.ndarray, np.ndarray], float]
+    input: str
+    display: str
+    higher_is_better: bool = True
+    compared: bool = False
+
+    @property
+    def ood(self) -> bool:
+        """Computed over all rows (in-domain and OOD) instead of the in-domain ones."""
+        return self.input == "is_ood"
 
 
-def paired_bootstrap_diff(
-    fn: Callable[..., float],
-    arrays_a: Sequence[Any],
-    arrays_b: Sequence[Any],
-    n: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> PairedDiff:
-    """fn(*arrays_a) - fn(*arrays_b) with a paired percentile-bootstrap interval.
-
-    Both methods are evaluated on the **same** resampled example indices in every resample (the
-    arrays must be aligned by example), so per-example difficulty cancels out.
-    """
-    a, b = _as_arrays(arrays_a), _as_arrays(arrays_b)
-    if len(a[0]) != len(b[0]):
-        raise ValueError(f"paired arrays differ in length: {len(a[0])} vs {len(b[0])}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MetricWarning)
-        diff = float(fn(*a) - fn(*b))
-    if n <= 0:
-        return PairedDiff(diff, NAN, NAN)
-    va, vb = _resampled(fn, [a, b], n, seed)
-    low, high = _percentiles(list(np.subtract(va, vb)), alpha)
-    return PairedDiff(diff, low, high)
+#: every per-score metric, by name (:func:`metric_specs` gives them in output order)
+METRICS: Registry[MetricSpec] = Registry("metric")
+for _spec in (
+    MetricSpec("auroc", auroc, "is_incorrect", "AUROC", compared=True),
+    MetricSpec("auarc", auarc, "is_correct", "AUARC", compared=True),
+    MetricSpec("prr", prr, "rouge_l", "PRR"),
+    MetricSpec("spearman", spearman, "rouge_l", "Spearman", higher_is_better=False),
+    MetricSpec("pearson", pearson, "rouge_l", "Pearson", higher_is_better=False),
+    MetricSpec("ood_auroc", ood_auroc, "is_ood", "OOD AUROC"),
+    MetricSpec("ood_aupr", ood_aupr, "is_ood", "OOD AUPR"),
+):
+    METRICS.register(_spec)
 
 
-# ------------------------------------------------------------------------------ per-example table
+def metric_specs() -> list[MetricSpec]:
+    """The registered metrics in ``metrics.json`` / report order: the in-domain ones, then the
+    OOD ones, each in registration order."""
+    return sorted(METRICS.values(), key=lambda spec: spec.ood)
 
 
-def example_frame(
-    examples: Iterable[ExampleStats],
-    score_names: Sequence[str],
-    threshold: float = DEFAULT_THRESHOLD,
-    use_stemmer: bool = True,
-) -> pd.DataFrame:
-    """One row per example: id, question, greedy_text, rouge_l, is_correct, exact_match,
-    confidence, is_ood, n_clusters (None before clustering) and one column per score name."""
-    rows = []
-    for ex in examples:
-        row: dict[str, Any] = {"id": ex.id, "question": ex.question, "greedy_text": ex.greedy_text}
-        row.update(correctness_row(ex, threshold, use_stemmer))
-        row["is_ood"] = ex.is_ood
-        row["n_clusters"] = None if ex.cluster_ids is None else len(set(ex.cluster_ids))
-        row.update(score_all(ex, score_names))
-        rows.append(row)
-    return pd.DataFrame(rows)
+def in_domain(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows with ``is_ood`` False (all rows when the frame has no ``is_ood`` column)."""
+    return df[~df["is_ood"].astype(bool)] if "is_ood" in df.columns else df
 
 
-# ------------------------------------------------------------------------------------ aggregation
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Recursively turn numpy scalars/arrays into Python ones and NaN/inf into None."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | np.ndarray):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.bool_ | bool):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
-
-
-#: per-score metric name -> (function, which columns it reads)
-SCORE_METRICS: dict[str, tuple[Callable[..., float], str]] = {
-    "auroc": (auroc, "is_incorrect"),
-    "auarc": (auarc, "is_correct"),
-    "prr": (prr, "rouge_l"),
-    "spearman": (spearman, "rouge_l"),
-    "pearson": (pearson, "rouge_l"),
-}
-
-
-def compute_metrics(
-    df: pd.DataFrame,
-    scores: Sequence[str],
-    threshold: float = DEFAULT_THRESHOLD,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-    n_bins: int = 10,
-) -> dict[str, Any]:
-    """All protocol metrics of one method's per-example frame (see :func:`example_frame`).
-
-    Correctness is recomputed as ``rouge_l > threshold``. Rows with ``is_ood`` True (if the
-    column exists) take part only in the OOD metrics; everything else uses the in-domain rows.
-
-    Returns (strict-JSON-ready, NaN as None): ``n_examples``, ``n_ood``, ``threshold``,
-    ``accuracy``, ``rouge_l_mean``, ``exact_match`` (if the column exists), ``ece``,
-    ``auarc_oracle`` (and ``*_ci`` = [low, high] for accuracy / ece), ``scores`` =
-    ``{name: {auroc, auarc, prr, spearman, pearson[, ood_auroc, ood_aupr], <metric>_ci}}``, and
-    ``warnings`` (every metric reported as undefined).
-    """
-    missing = [c for c in ("rouge_l", "confidence", *scores) if c not in df.columns]
-    if missing:
-        raise KeyError(f"per-example frame lacks column(s) {missing}")
-    for name in scores:
-        if not np.all(np.isfinite(df[name].to_numpy(dtype=np.float64))):
-            raise ValueError(f"score column {name!r} has NaN/inf values")
-    is_ood = df["is_ood"].to_numpy(dtype=bool) if "is_ood" in df.columns else None
-    ind = df[~is_ood] if is_ood is not None else df
-    rouge = ind["rouge_l"].to_numpy(dtype=np.float64)
-    correct = rouge > threshold
-    cols = {"is_incorrect": ~correct, "is_correct": correct, "rouge_l": rouge}
-    conf = ind["confidence"].to_numpy(dtype=np.float64)
-
-    def ci(fn: Callable[..., float], *arrays: Any) -> list[float]:
-        return list(bootstrap_ci(fn, *arrays, n=n_bootstrap, seed=seed, alpha=alpha))
-
-    caught: list[str] = []
-
-    def run(label: str, fn: Callable[..., float], *args: Any) -> float:
-        if len(ind) == 0:
-            caught.append(f"{label}no in-domain examples")
-            return NAN
-        with warnings.catch_warnings(record=True) as record:
-            warnings.simplefilter("always", MetricWarning)
-            value = fn(*args)
-        caught.extend(f"{label}{w.message}" for w in record if w.category is MetricWarning)
-        return value
-
-    mean = lambda x: float(np.mean(x))
-    out: dict[str, Any] = {
-        "n_examples": int(len(ind)),
-        "n_ood": int(is_ood.sum()) if is_ood is not None else 0,
-        "threshold": threshold,
-        "n_bootstrap": n_bootstrap,
-        "alpha": alpha,
-        "accuracy": run("accuracy: ", mean, correct),
-        "accuracy_ci": ci(mean, correct.astype(np.float64)),
-        "rouge_l_mean": run("rouge_l: ", mean, rouge),
-    }
-    if "exact_match" in ind.columns:
-        out["exact_match"] = run("exact_match: ", mean, ind["exact_match"].to_numpy(float))
-    out["ece"] = run("", ece, conf, correct, n_bins)
-    out["ece_ci"] = ci(lambda c, y: ece(c, y, n_bins), conf, correct)
-    out["auarc_oracle"] = run("oracle ", auarc, correct, ~correct)
-    out["scores"] = {}
-    for name in scores:
-        u = ind[name].to_numpy(dtype=np.float64)
-        res: dict[str, Any] = {}
-        for metric, (fn, column) in SCORE_METRICS.items():
-            res[metric] = run(f"{name}: ", fn, cols[column], u)
-            res[f"{metric}_ci"] = ci(fn, cols[column], u)
-        if is_ood is not None and is_ood.any():
-            all_u = df[name].to_numpy(dtype=np.float64)
-            for metric, fn in (("ood_auroc", ood_auroc), ("ood_aupr", ood_aupr)):
-                res[metric] = run(f"{name}: ", fn, is_ood, all_u)
-                res[f"{metric}_ci"] = ci(fn, is_ood, all_u)
-        out["scores"][name] = res
-    out["warnings"] = list(dict.fromkeys(caught))
-    return to_jsonable(out)
+def metric_inputs(df: pd.DataFrame, threshold: float) -> dict[str, np.ndarray]:
+    """The targets a :attr:`MetricSpec.input` names, ``[N]`` each over the rows of ``df``:
+    ``rouge_l`` (float), ``is_correct`` / ``is_incorrect`` (:func:`~.correctness.is_correct` at
+    ``threshold``) and ``is_ood`` (bool; all False without the column)."""
+    rouge = df["rouge_l"].to_numpy(dtype=np.float64)
+    correct = is_correct(rouge, threshold)
+    ood = df["is_ood"].to_numpy(dtype=bool) if "is_ood" in df.columns else np.zeros(len(df), bool)
+    return {"rouge_l": rouge, "is_correct": correct, "is_incorrect": ~correct, "is_ood": ood}

@@ -100,11 +100,12 @@ def run_evaluation(
     With no adapters and no ``include_base`` (``uaclm run``), the run folder's own adapter is
     evaluated next to the base model.
     """
+    from uaclm_dist.cluster import ray_session
     from uaclm_dist.evaluate.compare import compare_methods
-    from uaclm_dist.evaluate.metrics import compute_metrics, to_jsonable
     from uaclm_dist.evaluate.pipeline import run_pipeline
     from uaclm_dist.evaluate.report import write_report
-    from uaclm_dist.modeling.loading import load_tokenizer
+    from uaclm_dist.evaluate.summary import compute_metrics, to_jsonable
+    from uaclm_dist.modeling.families import load_tokenizer_for
 
     run_folder = Path(cfg.logging.output_dir)
     if not adapters and not include_base:
@@ -115,33 +116,23 @@ def run_evaluation(
     if len(set(names)) != len(names):
         raise ConfigError(f"method names must be unique, got {names} (use NAME=PATH)")
     out = prepare_eval_dir(out_dir or run_folder / "eval")
-    tokenizer = load_tokenizer(cfg.model.name_or_path)
+    tokenizer = load_tokenizer_for(cfg.model)
     rows = prompt_rows(cfg, tokenizer)
 
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=cfg.distributed.ray_address,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                                           "TOKENIZERS_PARALLELISM": "false"}})  # fmt: skip
     scores = list(cfg.eval.scores)
     threshold = cfg.eval.correctness_threshold
     per_method: dict[str, pd.DataFrame] = {}
     metrics: dict[str, dict] = {}
-    try:
+    with ray_session(cfg):
         for name, adapter in methods:
             print(f"[uaclm] evaluating {name} on {len(rows)} prompts", flush=True)
-            df = run_pipeline(rows, model_cfg=cfg.model.model_dump(),
+            df = run_pipeline(rows, model_cfg=cfg.model,
                               adapter_dir=str(adapter) if adapter else None,
-                              eval_cfg=cfg.eval.model_dump(), seed=cfg.optim.seed)  # fmt: skip
+                              eval_cfg=cfg.eval, seed=cfg.optim.seed)  # fmt: skip
             write_parquet(df, out / "per_example" / f"{name}.parquet")
             per_method[name] = df
             metrics[name] = compute_metrics(df, scores, threshold, cfg.eval.bootstrap_samples,
                                             seed=cfg.optim.seed)  # fmt: skip
-    finally:
-        if started:
-            ray.shutdown()
     comparison = compare_methods(per_method, scores, baseline=names[0], threshold=threshold,
                                  n_bootstrap=cfg.eval.bootstrap_samples,
                                  seed=cfg.optim.seed)  # fmt: skip

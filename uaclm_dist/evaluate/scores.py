@@ -1,5 +1,10 @@
 """Uncertainty scores: small pure functions of :class:`~.stats.ExampleStats` (METHOD.md sec. 3).
 
+Each score is one :class:`ScoreSpec` in the :data:`SCORES` registry; the config (``eval.scores``),
+the pipeline (whether to cluster), the metrics and the report all read it from there, so a new
+score is one function and one ``SCORES.register(ScoreSpec(...))``. Light to import: no Ray, no
+torch.
+
 Every score is a float where **higher means more uncertain**. Log-probabilities and entropies are
 the untempered ones the generator recorded (natural log); nothing here runs a model.
 
@@ -17,11 +22,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
 
 from uaclm_dist.evaluate.stats import ExampleStats
+from uaclm_dist.registry import Registry
 
 Score = Callable[[ExampleStats], float]
 
@@ -82,6 +88,8 @@ def semantic_entropy(stats: ExampleStats) -> float:
     p(C) = sum_{i in C} exp(lbar_i) / sum_j exp(lbar_j)   (computed with log-sum-exp).
     0 when all samples share one cluster; log K for K equally likely singleton clusters.
     """
+    from scipy.special import logsumexp  # here: keeps the registry light for the config
+
     ids = _cluster_ids(stats)
     lbar = sample_mean_logprobs(stats)
     log_total = logsumexp(lbar)
@@ -100,24 +108,72 @@ def answer_length(stats: ExampleStats) -> float:
     return float(len(stats.greedy_token_logprobs))
 
 
-#: score name (config ``eval.scores``) -> function
-SCORES: dict[str, Score] = {
-    "te": token_entropy,
-    "ppl": perplexity,
-    "pe": predictive_entropy,
-    "se": semantic_entropy,
-    "dse": discrete_semantic_entropy,
-    "length": answer_length,
-}
-
-#: scores that read ``cluster_ids``
-NEEDS_CLUSTERS = frozenset({"se", "dse"})
+# ---------------------------------------------------------------------------------- registry
 
 
-def score_all(stats: ExampleStats, names: Iterable[str] = tuple(SCORES)) -> dict[str, float]:
-    """``{name: score}`` for the requested score names (default: all of :data:`SCORES`)."""
-    names = list(names)
-    unknown = [n for n in names if n not in SCORES]
-    if unknown:
-        raise KeyError(f"unknown score(s) {unknown}; known: {sorted(SCORES)}")
-    return {name: SCORES[name](stats) for name in names}
+@dataclass(frozen=True)
+class ScoreSpec:
+    """One uncertainty score: how to compute it and how to show it.
+
+    Attributes:
+        name: the key in ``eval.scores``, the per-example column and the ``metrics.json`` key.
+        fn: ``ExampleStats -> float`` (higher = more uncertain); must be finite.
+        label: short title in the report and plots, e.g. ``"TE"``.
+        description: what the value is, for axis labels, e.g. ``"token entropy"``.
+        unit: unit of the value (``""`` if unitless), e.g. ``"nats"``.
+        needs_clusters: reads ``stats.cluster_ids``: the pipeline runs a clusterer first and the
+            config asks for ``eval.num_samples >= 2``.
+        log_x: histograms may use a log x axis when the values span a wide range.
+    """
+
+    name: str
+    fn: Score
+    label: str
+    description: str
+    unit: str = ""
+    needs_clusters: bool = False
+    log_x: bool = False
+
+    @property
+    def axis_label(self) -> str:
+        """``"token entropy (nats)"``; just the description when unitless."""
+        return f"{self.description} ({self.unit})" if self.unit else self.description
+
+
+#: every known score, by name; extensions add theirs with ``SCORES.register(ScoreSpec(...))``
+SCORES: Registry[ScoreSpec] = Registry("score")
+for _spec in (
+    ScoreSpec("te", token_entropy, "TE", "token entropy", "nats"),
+    ScoreSpec("ppl", perplexity, "PPL", "perplexity", log_x=True),
+    ScoreSpec("pe", predictive_entropy, "PE", "predictive entropy", "nats"),
+    ScoreSpec("se", semantic_entropy, "SE", "semantic entropy", "nats", needs_clusters=True),
+    ScoreSpec(
+        "dse",
+        discrete_semantic_entropy,
+        "Discrete SE",
+        "discrete semantic entropy",
+        "nats",
+        needs_clusters=True,
+    ),
+    ScoreSpec("length", answer_length, "Length (baseline)", "answer length", "tokens"),
+):
+    SCORES.register(_spec)
+
+#: the built-in scores, the default of ``eval.scores``
+DEFAULT_SCORES: tuple[str, ...] = ("te", "ppl", "pe", "se", "dse", "length")
+
+
+def resolve_scores(names: Iterable[str]) -> list[ScoreSpec]:
+    """The specs of ``names``, in order; :class:`~uaclm_dist.registry.UnknownNameError` on a
+    name that is not registered."""
+    return [SCORES.get(name) for name in names]
+
+
+def scores_needing_clusters(names: Iterable[str]) -> list[str]:
+    """The names among ``names`` whose score reads semantic clusters (empty: no clusterer)."""
+    return [spec.name for spec in resolve_scores(names) if spec.needs_clusters]
+
+
+def score_all(stats: ExampleStats, names: Iterable[str] = DEFAULT_SCORES) -> dict[str, float]:
+    """``{name: score}`` for the requested score names (default: :data:`DEFAULT_SCORES`)."""
+    return {spec.name: spec.fn(stats) for spec in resolve_scores(names)}
