@@ -21,7 +21,6 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny_test.yaml"
-DEMO = REPO / "configs" / "demo.yaml"
 
 
 def uaclm(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -149,42 +148,32 @@ def test_stop_and_resume_reproduce_the_uninterrupted_losses(tmp_path):
     assert other.returncode == 2 and "objective.name" in other.stderr
 
 
-def test_ua_clm_shows_the_paper_signature_on_the_demo_data(tmp_path):
-    """The demo setup (SmolLM2 QLoRA, FanOutQA, 2 workers, ZeRO-2), 10 steps of CLM and of
-    UA-CLM from the same start. The entropy probe holds the token sets fixed (held-out tokens,
-    split by the starting model's errors), so the comparison is not confounded by which tokens
-    each run happens to get wrong at the end (see train/probe.py). Direction only.
+def test_probe_measures_held_out_answer_tokens_and_the_summary_reports_the_signature(tmp_path):
+    """The entropy probe's token set is the answer tokens (target span + EOS) of held-out
+    examples, split by the starting model's errors: the same set for every objective trained
+    from the same start. summary.json reports the paper's signature (METHOD.md section 4) on it
+    as measured numbers. Its direction is reported, not asserted: 3 steps of a random tiny model
+    say nothing about the method (the README's study does)."""
+    from uaclm_dist.config import load_config
+    from uaclm_dist.train.trainer import prepare_training_data
 
-    What is asserted is the signature as it shows at this scale: UA-CLM drives correct-token
-    entropy down and keeps incorrect-token entropy high *relative to it*, far more than CLM, so
-    entropy separates wrong tokens from right ones better. The absolute entropy of incorrect
-    tokens is not compared with CLM's: measured on this probe, CLM's first rises (3.70 vs
-    UA-CLM's 2.80 nats after 10 steps: moving mass off the wrong argmax spreads it) and later
-    falls below (2.08 vs 2.89 after 30 steps, as CLM learns those tokens), so its sign depends on
-    the run length, while UA-CLM's stays at the starting level (2.88) in both."""
-    short = ("optim.max_steps=10", "logging.wandb_mode=disabled", "logging.probe_examples=16")
-    probe = {}
-    for objective in ("clm", "ua_clm"):
-        summary = train(tmp_path / objective, *short, f"objective.name={objective}", config=DEMO)
-        assert summary["steps_done"] == 10
-        probe[objective] = summary["probe"]
-        assert probe[objective]["start"]["step"] == 0 and probe[objective]["end"]["step"] == 10
-    start, clm, ua = probe["ua_clm"]["start"], probe["clm"]["end"], probe["ua_clm"]["end"]
-    for key in ("n_tokens", "n_base_correct", "entropy_base_correct", "entropy_base_incorrect"):
-        assert probe["clm"]["start"][key] == pytest.approx(start[key], rel=1e-6), key
-    assert 0 < start["n_base_correct"] < start["n_tokens"]
+    run = ("optim.max_steps=3", "logging.probe_examples=8")
+    summaries = {o: train(tmp_path / o, *run, f"objective.name={o}") for o in ("clm", "ua_clm")}
+    data = prepare_training_data(load_config(TINY, list(run)))
+    n_answer = sum(sum(1 for y in e.labels[1:] if y != -100) for e in data.probe)
+    assert len(data.probe) == 8
+    assert n_answer == sum(len(e.input_ids) - e.prompt_length for e in data.probe)
 
-    def ratio(row: dict) -> float:  # incorrect-token entropy relative to correct-token entropy
-        return row["entropy_base_incorrect"] / row["entropy_base_correct"]
-
-    context = {"start": start, "clm": clm, "ua_clm": ua}
-    # Correct-token entropy falls under UA-CLM: below where it started and below CLM's ...
-    assert ua["entropy_base_correct"] < start["entropy_base_correct"], context
-    assert ua["entropy_base_correct"] < clm["entropy_base_correct"], context
-    # ... while incorrect-token entropy stays high relative to it, more so than under CLM ...
-    assert ratio(ua) > ratio(start) and ratio(ua) > ratio(clm), context
-    # ... so token entropy detects the model's own wrong tokens better than after CLM.
-    assert ua["entropy_auroc"] > clm["entropy_auroc"], context
+    starts = [s["probe"]["start"] for s in summaries.values()]
+    for key in ("n_tokens", "n_base_correct", "entropy_base_incorrect"):
+        assert starts[0][key] == pytest.approx(starts[1][key], rel=1e-6), key
+    for summary in summaries.values():
+        sig = summary["signature"]
+        assert sig["steps"] == [0, 3] and sig["n_tokens"] == n_answer
+        assert sig["n_base_incorrect"] + sig["n_base_correct"] == n_answer
+        e = sig["entropy_base_incorrect"]
+        assert e["change"] == pytest.approx(e["end"] - e["start"])
+        assert sig["incorrect_entropy_rose"] == (e["change"] > 0)
 
 
 def test_uaclm_stop_checkpoints_a_running_job_which_then_resumes(tmp_path):

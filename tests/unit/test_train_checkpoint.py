@@ -74,6 +74,15 @@ def test_latest_checkpoint_takes_highest_next_step_among_complete(tmp_path):
     assert ckpt.latest_checkpoint(tmp_path) == best
 
 
+def test_a_run_state_cut_off_mid_write_makes_the_checkpoint_incomplete_not_an_error(tmp_path):
+    older = make_checkpoint(tmp_path / "checkpoint_000000", 2)
+    torn = make_checkpoint(tmp_path / "checkpoint_000001", 4)
+    text = (torn / ckpt.RUN_STATE).read_text()
+    (torn / ckpt.RUN_STATE).write_text(text[: len(text) // 2])  # half a JSON document
+    assert not ckpt.is_complete(torn)
+    assert ckpt.latest_checkpoint(tmp_path) == older  # resume falls back to the older one
+
+
 def test_latest_checkpoint_none_when_only_incomplete(tmp_path):
     make_checkpoint(tmp_path / "checkpoint_000000", 2, ranks=[1])
     assert ckpt.latest_checkpoint(tmp_path) is None

@@ -73,10 +73,14 @@ def load_rank_files(directory: Path, engine, rank: int) -> None:
 
 def is_complete(directory: Path) -> bool:
     """Rank 0's run state and every rank's files are there (each rank writes its RNG file
-    after its DeepSpeed shard)."""
-    if not (directory / RUN_STATE).exists():
+    after its DeepSpeed shard). A run state that cannot be read (cut off mid-write) makes the
+    checkpoint incomplete, never an error: resume falls back to an older one."""
+    try:
+        state = read_run_state(directory)
+        world = int(state["world_size"])
+        int(state["next_step"])
+    except (OSError, ValueError, KeyError, TypeError):
         return False
-    world = read_run_state(directory)["world_size"]
     return all((directory / "rng" / f"rank{r}.pt").exists() for r in range(world))
 
 

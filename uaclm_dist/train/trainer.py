@@ -7,7 +7,6 @@ here, on the driver, before any Ray or DeepSpeed process starts.
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 import threading
@@ -21,6 +20,7 @@ from uaclm_dist.train.checkpoint import latest_checkpoint
 from uaclm_dist.train.plan import TrainPlan
 from uaclm_dist.train.schedule import steps_per_epoch, total_steps
 from uaclm_dist.train.sharding import wrapped_examples
+from uaclm_dist.train.summary import fmt, print_summary, summarize
 from uaclm_dist.train.worker import STOP_FILE, train_loop_per_worker
 
 
@@ -31,7 +31,8 @@ class PreparedData:
     train_ids: list[str]
     report: dict
     pad_token_id: int
-    probe: list  # TokenizedExample: the first logging.probe_examples test-split examples
+    probe: list  # TokenizedExample: the first logging.probe_examples test-split examples,
+    # answer tokens supervised
 
 
 def prepare_training_data(cfg: RunConfig) -> PreparedData:
@@ -53,9 +54,11 @@ def prepare_training_data(cfg: RunConfig) -> PreparedData:
         raise ConfigError(
             f"no training example left after tokenization ({report}); check data.max_length"
         )
+    # The probe measures answer tokens (target span + EOS) whatever the training loss covers:
+    # with loss_on=all most supervised tokens are the fixed prompt every sequence shares.
     probe, _ = tokenize_records(
         test[: cfg.logging.probe_examples], tokenizer, template=cfg.data.prompt_template,
-        loss_on=cfg.data.loss_on, max_length=cfg.data.max_length,
+        loss_on="answer", max_length=cfg.data.max_length,
     )  # fmt: skip
     report_dict = {
         "records": len(records), "train_records": len(train), "test_records": len(test),
@@ -110,16 +113,12 @@ class _Progress(threading.Thread):
                 break
             row = json.loads(line)
             self.bar.update(row["step"] - self.bar.n)
-            self.bar.set_postfix(loss=f"{row['loss']:.4f}", acc=_fmt(row.get("token_accuracy")))
+            self.bar.set_postfix(loss=f"{row['loss']:.4f}", acc=fmt(row.get("token_accuracy")))
 
     def close(self) -> None:
         self.stop_event.set()
         self.join(timeout=5)
         self.bar.close()
-
-
-def _fmt(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
 def _install_stop_handlers(out: Path) -> None:
@@ -133,64 +132,6 @@ def _install_stop_handlers(out: Path) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, request_stop)
-
-
-def summarize(out: Path, result_metrics: dict, stopped: bool) -> dict:
-    """Before/after loss and the entropy split (mean of the first and last 3 logged steps)."""
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    keys = ("loss", "entropy_correct", "entropy_incorrect", "token_accuracy")
-
-    def mean(rs, k):
-        vals = [r[k] for r in rs if r.get(k) is not None]
-        return sum(vals) / len(vals) if vals else None
-
-    first, last = rows[:3], rows[-3:]
-    summary = {
-        "output_dir": str(out),
-        "adapter": str(out / "adapter") if not stopped else None,
-        "stopped": stopped,
-        "steps_done": rows[-1]["step"] if rows else 0,
-        "total_steps": rows[-1]["total_steps"] if rows else None,
-        "first_steps": {k: mean(first, k) for k in keys},
-        "last_steps": {k: mean(last, k) for k in keys},
-        "probe": _probe_rows(out),
-        "adapter_numel": result_metrics.get("adapter_numel"),
-        "adapter_l1": result_metrics.get("adapter_l1"),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
-
-
-def _probe_rows(out: Path) -> dict | None:
-    """``{"start": row, "end": row}`` of probe.jsonl (None when the probe is off)."""
-    path = out / "probe.jsonl"
-    if not path.exists():
-        return None
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    return {"start": rows[0], "end": rows[-1]} if rows else None
-
-
-def print_summary(summary: dict) -> None:
-    a, b = summary["first_steps"], summary["last_steps"]
-    print(f"\nrun folder: {summary['output_dir']}")
-    if summary["stopped"]:
-        print(
-            f"stopped after step {summary['steps_done']}/{summary['total_steps']} with a "
-            f"checkpoint; continue with: uaclm train CONFIG --resume {summary['output_dir']}"
-        )
-    else:
-        print(f"adapter:    {summary['adapter']}  (PeftModel.from_pretrained(base, path))")
-    print("                      first steps   last steps")
-    for key in ("loss", "entropy_correct", "entropy_incorrect", "token_accuracy"):
-        print(f"  {key:<20}{_fmt(a[key]):>12}{_fmt(b[key]):>13}")
-    probe = summary.get("probe")
-    if probe and probe["end"]["step"] > probe["start"]["step"]:
-        start, end = probe["start"], probe["end"]
-        print(f"entropy probe ({end['n_tokens']} held-out tokens, sets fixed by the starting "
-              f"model; step {start['step']} -> {end['step']}):")  # fmt: skip
-        for key in ("entropy_base_correct", "entropy_base_incorrect", "token_accuracy",
-                    "entropy_auroc"):  # fmt: skip
-            print(f"  {key:<24}{_fmt(start[key]):>8}{_fmt(end[key]):>13}")
 
 
 def run_training(
