@@ -216,10 +216,11 @@ def _stop(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     """Generate answers, score uncertainty and compute the metrics."""
     config = _load(args)
-    run_evaluation = _entry_point("uaclm_dist.evaluate", "run_evaluation")
+    run_evaluation = _entry_point("uaclm_dist.evaluate.runner", "run_evaluation")
     if run_evaluation is None:
-        return _not_implemented("eval", "uaclm_dist.evaluate.run_evaluation")
-    run_evaluation(config, args.adapter, include_base=args.base, out_dir=args.out)
+        return _not_implemented("eval", "uaclm_dist.evaluate.runner.run_evaluation")
+    run_evaluation(config, args.adapter, include_base=args.base, out_dir=args.out,
+                   allow_train_overlap=args.allow_train_overlap)  # fmt: skip
     return EXIT_OK
 
 
@@ -303,6 +304,12 @@ def _eval_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--base", action="store_true", help="also evaluate the base model")
     sub.add_argument("--out", metavar="DIR", default=None,
                      help="evaluation folder (default: logging.output_dir/eval)")  # fmt: skip
+    sub.add_argument(
+        "--allow-train-overlap", action="store_true",
+        help="score the config's test split even where it holds questions an adapter's run "
+        "trained on (its split_ids.json): the numbers are then CONTAMINATED. Default: refuse "
+        "(exit 2) on any overlap, and score only the ids every run held out",
+    )  # fmt: skip
 
 
 def _stop_arguments(sub: argparse.ArgumentParser) -> None:

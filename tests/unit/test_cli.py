@@ -165,6 +165,50 @@ def test_train_validates_the_config_first(capsys, good, monkeypatch):
         assert_config_error(capsys, [command, good, "optim.lr=abc"], "'optim.lr'")
 
 
+def _fake_run(folder: Path, config: Path, split_seed: int) -> Path:
+    """A run folder as training leaves it for evaluation: adapter/ and split_ids.json, the split
+    of ``config``'s data with ``split_seed``."""
+    from uaclm_dist.data import load_records, split_records
+
+    cfg = load_config(config)
+    train, test = split_records(load_records(cfg.data), cfg.data.train_fraction, split_seed)
+    (folder / "adapter").mkdir(parents=True)
+    (folder / "adapter" / "adapter_config.json").write_text("{}")
+    (folder / "split_ids.json").write_text(json.dumps({"train": [r.id for r in train],
+                                                      "test": [r.id for r in test]}))
+    return folder
+
+
+def test_eval_refuses_a_runs_training_questions_before_ray_starts(tmp_path, capsys, good,
+                                                                   monkeypatch):  # fmt: skip
+    import uaclm_dist.cluster
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray started before the examples were checked")
+
+    monkeypatch.setattr(uaclm_dist.cluster, "ray_session", no_ray)
+    run = _fake_run(tmp_path / "clm_run", good, split_seed=1)
+    out = tmp_path / "eval"
+    err = assert_config_error(capsys, ["eval", good, "--base", "--adapter", f"clm={run}",
+                                       "--out", out], f"run {run} (clm): ",
+                              "evaluation examples are in its training split",
+                              "--allow-train-overlap")  # fmt: skip
+    assert " of the 13 evaluation examples" in err  # 16 records, 20% train: 13 test
+    assert not out.exists()
+
+
+def test_eval_passes_allow_train_overlap_to_the_runner(capsys, good, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "_entry_point",
+                        lambda module, name: lambda *a, **kw: calls.append((module, kw)))
+    assert run_cli(capsys, "eval", good, "--base", "--allow-train-overlap")[0] == 0
+    assert run_cli(capsys, "eval", good, "--base")[0] == 0
+    assert [kw["allow_train_overlap"] for _, kw in calls] == [True, False]
+    assert calls[0][0] == "uaclm_dist.evaluate.runner"
+    help_text = run_cli(capsys, "eval", "--help")[1]
+    assert "--allow-train-overlap" in help_text and "CONTAMINATED" in help_text
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["config", "check", "does_not_exist.yaml"], "not found"),
     (["config", "show", "{bad}", "model.lora.rank=x"], "'model.lora.rank'"),

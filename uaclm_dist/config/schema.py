@@ -231,6 +231,27 @@ class DataConfig(_Section):
         "(prompt masked).",
     )
     max_length: int = Field(512, ge=16, description="Maximum tokens per training sequence.")
+    context: Literal["none", "retrieved"] = Field(
+        "none",
+        description="'none': records as read (FanOutQA is closed book); 'retrieved' (fanoutqa "
+        "only): each question gets a context of data.context_k answer-bearing statements "
+        "('question? answer.'), its own with probability 1 - data.context_miss_rate, the others "
+        "from other questions (training questions: training questions only); shuffled, seeded "
+        "by data.context_seed (see data/retrieval.py).",
+    )
+    context_k: int = Field(
+        4, ge=1, description="'retrieved': statements per context (the question's own included)."
+    )
+    context_miss_rate: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="'retrieved': probability that a question's own statement is left out (a "
+        "retrieval miss; the record's context_has_answer is then false).",
+    )
+    context_seed: int = Field(
+        0, ge=0, description="'retrieved': seed of the context draws (independent of the split)."
+    )
     ood: OODDataConfig | None = Field(
         None, description="Out-of-distribution data for OOD detection (null: no OOD metrics)."
     )
@@ -412,10 +433,11 @@ class LoggingConfig(_Section):
         0, ge=0, description="Checkpoint every N optimizer steps (0: only at the end)."
     )
     probe_examples: int = Field(
-        16,
+        64,
         ge=0,
-        description="Entropy probe: held-out (test-split) examples measured before the first "
-        "step and after the last, with token sets fixed by the starting model's errors "
+        description="Entropy probe: the answer tokens (target span + EOS) of this many held-out "
+        "(test-split) examples, measured before the first step and after the last, split by "
+        "the starting model's errors; summary.json reports the paper's signature on them "
         "(probe.jsonl, summary.json; see train/probe.py). 0: off.",
     )
 
@@ -509,6 +531,12 @@ def cross_field_issues(cfg: RunConfig) -> list[tuple[list[str], str]]:
                            f"{prefix}.paths is empty but {prefix}.format '{section.format}' "
                            f"reads local files; list them in {prefix}.paths (only "
                            f"{' and '.join(packaged) or 'none'} ship in packages)"))
+    retrieval = [name for name, fmt in formats.items() if fmt.retrieved_context]
+    if cfg.data.context == "retrieved" and cfg.data.format not in retrieval:
+        issues.append((["data.context", "data.format"],
+                       f"data.context 'retrieved' is only supported by data.format "
+                       f"{' / '.join(retrieval) or 'none'} (got data.format '{cfg.data.format}'); "
+                       f"use data.context=none"))
     if e.clusterer == "nli" and not e.nli_model_path:
         issues.append((["eval.clusterer", "eval.nli_model_path"],
                        "eval.clusterer 'nli' needs eval.nli_model_path"))

@@ -18,6 +18,8 @@ from typing import Any
 
 from uaclm_dist.data.formats import DATA_FORMATS, DataFormat
 from uaclm_dist.data.records import DataError, QARecord, check_unique_ids
+from uaclm_dist.data.retrieval import add_retrieved_context
+from uaclm_dist.data.split import split_records
 
 __all__ = ["expand_paths", "get_format", "load_records", "read_file"]
 
@@ -69,7 +71,8 @@ def load_records(data_cfg: Any) -> list[QARecord]:
     checks that ids are unique across all files, then keeps the first ``max_examples`` records
     in file order - deterministic and applied before the train/test split, so a smaller run
     uses a prefix of the same data. Uses ``data_cfg.field_map`` when the config has one
-    (formats with ``uses_field_map``: jsonl / parquet / hf).
+    (formats with ``uses_field_map``: jsonl / parquet / hf). With ``data_cfg.context ==
+    "retrieved"`` the kept records get a retrieved context (:func:`with_retrieved_context`).
 
     Returns:
         ``list[QARecord]`` in file order.
@@ -98,4 +101,27 @@ def load_records(data_cfg: Any) -> list[QARecord]:
     skipped = ", ".join(f"{k}={v}" for k, v in sorted(stats.items()))
     logger.info("loaded %d %s records from %d file(s) (kept %d after max_examples)%s", total,
                 fmt.name, len(files), len(records), f"; {skipped}" if skipped else "")
+    if getattr(data_cfg, "context", "none") == "retrieved":
+        records = with_retrieved_context(records, data_cfg)
+    return records
+
+
+def with_retrieved_context(records: list[QARecord], data_cfg: Any) -> list[QARecord]:
+    """``records`` with the contexts of ``data.context: retrieved`` (:mod:`.retrieval`): k
+    statements, seeded by ``data.context_seed``; training questions (the split of
+    ``data.train_fraction`` / ``data.split_seed``, as training computes it) draw only from
+    training questions, so no test answer is in a training sequence."""
+    fmt = get_format(data_cfg.format)
+    if not fmt.retrieved_context:
+        able = [f.name for f in DATA_FORMATS.values() if f.retrieved_context]
+        raise DataError(f"data.context 'retrieved' is only supported by the "
+                        f"{'/'.join(able) or 'no'} format(s), not data.format {fmt.name!r}")
+    train, _ = split_records(records, data_cfg.train_fraction, data_cfg.split_seed)
+    records, report = add_retrieved_context(
+        records, k=data_cfg.context_k, miss_rate=data_cfg.context_miss_rate,
+        seed=data_cfg.context_seed, train_ids={r.id for r in train},
+    )  # fmt: skip
+    logger.info("retrieved contexts: %d of %d hold the question's own statement; %d shorter "
+                "than data.context_k=%d", report.n_with_answer, report.n_records,
+                report.n_short, data_cfg.context_k)  # fmt: skip
     return records

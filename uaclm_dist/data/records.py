@@ -33,6 +33,9 @@ class QARecord:
         context: passage shown before the question (``None``: closed book).
         image: path of the image for VQA records (``None`` for text QA).
         source: where the record came from, ``"<format>:<file name>"``.
+        context_has_answer: whether ``context`` holds the record's own answer statement
+            (``data.context: retrieved``, see :mod:`~uaclm_dist.data.retrieval`); ``None``: not
+            applicable (no retrieved context).
     """
 
     id: str
@@ -41,6 +44,7 @@ class QARecord:
     context: str | None = None
     image: str | None = None
     source: str = ""
+    context_has_answer: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -56,6 +60,9 @@ class QARecord:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise DataError(f"{name} must be a string or null, got {type(value).__name__}")
+        if self.context_has_answer is not None and not isinstance(self.context_has_answer, bool):
+            raise DataError(f"context_has_answer must be a bool or null, got "
+                            f"{self.context_has_answer!r}")
 
 
 def answer_text(value: Any) -> str:

@@ -2,20 +2,31 @@
 
 Driver steps (everything that can fail on bad input runs before Ray starts):
   1. methods: ``base`` and/or named adapter folders (a run folder or its ``adapter/``);
-  2. the test split from the same data adapters, split and seed as training (+ OOD prompts);
-  3. for each method, the Ray Data pipeline -> ``per_example/<method>.parquet``;
+  2. the examples: the evaluation config's test split (same data adapters, split and seed as
+     training), checked against each run's ``split_ids.json`` - refused when it holds a run's
+     training questions (unless ``allow_train_overlap``), else restricted to the ids every run
+     held out (:mod:`uaclm_dist.data.run_splits`) - then ``eval.max_examples``; + OOD prompts;
+  3. for each method, the Ray Data pipeline -> ``per_example/<method>.parquet`` (with
+     ``context_has_answer`` under ``data.context: retrieved``);
   4. metrics per method (``metrics.json``), Table-1 comparison with paired-bootstrap intervals
-     (``comparison.md``/``.json``), and the report (``report.md`` + ``plots/``).
+     (``comparison.md``/``.json``), the scored ids (``examples.json``) and the report
+     (``report.md`` + ``plots/``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from uaclm_dist.config import ConfigError, RunConfig
+
+#: The prompt-row keys the pipeline reads (other keys stay on the driver).
+PIPELINE_KEYS = ("id", "question", "references", "prompt_ids", "is_ood")
 
 
 def resolve_adapter(spec: str) -> tuple[str, Path]:
@@ -31,30 +42,68 @@ def resolve_adapter(spec: str) -> tuple[str, Path]:
     return name, folder
 
 
-def prompt_rows(cfg: RunConfig, tokenizer) -> list[dict]:
-    """Test-split (and OOD) prompts, encoded exactly as training encodes them."""
-    from uaclm_dist.data import (
-        DataError,
-        build_prompt,
-        encode_prompt,
-        fit_context,
-        load_records,
-        split_records,
-    )  # fmt: skip
+@dataclass
+class EvalExamples:
+    """What one evaluation scores: in-domain records, OOD records and how they were chosen."""
+
+    test: list = field(default_factory=list)  # QARecord
+    ood: list = field(default_factory=list)  # QARecord
+    selection: dict[str, Any] = field(default_factory=dict)
+
+
+def select_eval_examples(
+    cfg: RunConfig,
+    methods: Sequence[tuple[str, Path | None]] = (),
+    *,
+    allow_train_overlap: bool = False,
+) -> EvalExamples:
+    """The evaluation config's test split checked against the adapters' runs (see the module
+    docstring), cut to ``eval.max_examples``, and the OOD records; :class:`ConfigError` on bad
+    data or a run's training questions among the examples."""
+    from uaclm_dist.data import DataError, load_records, split_records
+    from uaclm_dist.data.run_splits import find_run_split, select_examples
 
     try:
         records = load_records(cfg.data)
         ood = load_records(cfg.data.ood) if cfg.data.ood else []
+        _, candidates = split_records(records, cfg.data.train_fraction, cfg.data.split_seed)
+        runs = {name: find_run_split(name, folder) for name, folder in methods if folder}
+        checked = [run for run in runs.values() if run is not None]
+        test, selection = select_examples(candidates, checked,
+                                          allow_train_overlap=allow_train_overlap)  # fmt: skip
     except DataError as exc:
         raise ConfigError(f"data: {exc}") from exc
-    _, test = split_records(records, cfg.data.train_fraction, cfg.data.split_seed)
+    unchecked = [name for name, run in runs.items() if run is None]
+    if unchecked:
+        print(f"[uaclm] warning: no split_ids.json for {', '.join(unchecked)}: cannot check "
+              "that the evaluation examples were held out from their training", flush=True)
     if cfg.eval.max_examples:
-        test = test[: cfg.eval.max_examples]
-        ood = ood[: cfg.eval.max_examples]
+        test, ood = test[: cfg.eval.max_examples], ood[: cfg.eval.max_examples]
+    selection.update(runs_unchecked=unchecked, eval_max_examples=cfg.eval.max_examples,
+                     scored=len(test))  # fmt: skip
+    return EvalExamples(test, ood, selection)
+
+
+def _has_answer(record: Any, fitted: Any) -> bool | None:
+    """``context_has_answer`` of the prompt actually shown: False when fitting the context to
+    the token budget cut the record's own statement."""
+    from uaclm_dist.data import statement
+
+    if record.context_has_answer and fitted.context != record.context:
+        return statement(record) in (fitted.context or "")
+    return record.context_has_answer
+
+
+def prompt_rows(cfg: RunConfig, tokenizer, examples: EvalExamples | None = None) -> list[dict]:
+    """Test (and OOD) prompts, encoded exactly as training encodes them; ``examples`` default to
+    the evaluation config's own test split. Rows carry ``context_has_answer`` when known."""
+    from uaclm_dist.data import build_prompt, encode_prompt, fit_context
+
+    examples = examples or select_eval_examples(cfg)
     template = cfg.data.prompt_template
     budget = cfg.data.max_length - cfg.eval.max_new_tokens
     rows = []
-    for record, is_ood in [(r, False) for r in test] + [(r, True) for r in ood]:
+    for record, is_ood in [(r, False) for r in examples.test] + [(r, True) for r in examples.ood]:
         fitted, _ = fit_context(record, tokenizer, template=template, max_prompt_tokens=budget)
         if fitted is None:
             continue  # counted below
@@ -65,9 +114,19 @@ def prompt_rows(cfg: RunConfig, tokenizer) -> list[dict]:
                                                                             template),
             "is_ood": is_ood,
         })  # fmt: skip
+        if not is_ood and record.context_has_answer is not None:
+            rows[-1]["context_has_answer"] = _has_answer(record, fitted)
     if not any(not r["is_ood"] for r in rows):
         raise ConfigError("no test prompt fits data.max_length - eval.max_new_tokens")
     return rows
+
+
+def with_context_flags(df: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
+    """``df`` with a ``context_has_answer`` column (None for OOD rows) when the rows carry it."""
+    flags = {r["id"]: r["context_has_answer"] for r in rows if "context_has_answer" in r}
+    if flags:
+        df = df.assign(context_has_answer=[flags.get(i) for i in df["id"]])
+    return df
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -94,17 +153,14 @@ def run_evaluation(
     *,
     include_base: bool = False,
     out_dir: str | None = None,
+    allow_train_overlap: bool = False,
 ) -> dict:
     """Evaluate ``base`` (if asked) and each adapter spec; returns ``{method: metrics}``.
 
     With no adapters and no ``include_base`` (``uaclm run``), the run folder's own adapter is
-    evaluated next to the base model.
+    evaluated next to the base model. ``allow_train_overlap``: score the evaluation config's test
+    split even where it holds an adapter run's training questions (contaminated numbers).
     """
-    from uaclm_dist.cluster import ray_session
-    from uaclm_dist.evaluate.compare import compare_methods
-    from uaclm_dist.evaluate.pipeline import run_pipeline
-    from uaclm_dist.evaluate.report import write_report
-    from uaclm_dist.evaluate.summary import compute_metrics, to_jsonable
     from uaclm_dist.modeling.families import load_tokenizer_for
 
     run_folder = Path(cfg.logging.output_dir)
@@ -115,31 +171,54 @@ def run_evaluation(
     names = [m for m, _ in methods]
     if len(set(names)) != len(names):
         raise ConfigError(f"method names must be unique, got {names} (use NAME=PATH)")
+    examples = select_eval_examples(cfg, methods, allow_train_overlap=allow_train_overlap)
     out = prepare_eval_dir(out_dir or run_folder / "eval")
-    tokenizer = load_tokenizer_for(cfg.model)
-    rows = prompt_rows(cfg, tokenizer)
+    rows = prompt_rows(cfg, load_tokenizer_for(cfg.model), examples)
+    in_domain = [r["id"] for r in rows if not r["is_ood"]]
+    examples.selection["prompts_fitting"] = len(in_domain)
+    (out / "examples.json").write_text(json.dumps({**examples.selection, "ids": in_domain},
+                                                  indent=2))  # fmt: skip
+    print(f"[uaclm] in-domain examples: {len(in_domain)} ({examples.selection['rule']}); ids in "
+          f"{out / 'examples.json'}", flush=True)  # fmt: skip
+    protocol = {**cfg.eval.model_dump(), "prompt_template": cfg.data.prompt_template,
+                "examples": examples.selection,
+                "methods": {n: str(a) if a else "base model" for n, a in methods}}  # fmt: skip
+    return _score_methods(cfg, methods, rows, out, protocol)
+
+
+def _score_methods(
+    cfg: RunConfig, methods: list[tuple[str, Path | None]], rows: list[dict], out: Path,
+    protocol: dict,
+) -> dict:  # fmt: skip
+    """Run the pipeline per method inside one Ray session, then metrics, comparison, report;
+    returns ``{method: metrics}``."""
+    from uaclm_dist.cluster import ray_session
+    from uaclm_dist.evaluate.compare import compare_methods
+    from uaclm_dist.evaluate.pipeline import run_pipeline
+    from uaclm_dist.evaluate.report import write_report
+    from uaclm_dist.evaluate.summary import compute_metrics, to_jsonable
 
     scores = list(cfg.eval.scores)
     threshold = cfg.eval.correctness_threshold
+    pipeline_rows = [{k: r[k] for k in PIPELINE_KEYS} for r in rows]
     per_method: dict[str, pd.DataFrame] = {}
     metrics: dict[str, dict] = {}
     with ray_session(cfg):
         for name, adapter in methods:
             print(f"[uaclm] evaluating {name} on {len(rows)} prompts", flush=True)
-            df = run_pipeline(rows, model_cfg=cfg.model,
+            df = run_pipeline(pipeline_rows, model_cfg=cfg.model,
                               adapter_dir=str(adapter) if adapter else None,
                               eval_cfg=cfg.eval, seed=cfg.optim.seed)  # fmt: skip
+            df = with_context_flags(df, rows)
             write_parquet(df, out / "per_example" / f"{name}.parquet")
             per_method[name] = df
             metrics[name] = compute_metrics(df, scores, threshold, cfg.eval.bootstrap_samples,
                                             seed=cfg.optim.seed)  # fmt: skip
-    comparison = compare_methods(per_method, scores, baseline=names[0], threshold=threshold,
+    comparison = compare_methods(per_method, scores, baseline=methods[0][0], threshold=threshold,
                                  n_bootstrap=cfg.eval.bootstrap_samples,
                                  seed=cfg.optim.seed)  # fmt: skip
     (out / "comparison.md").write_text(comparison.to_markdown() + "\n")
     (out / "comparison.json").write_text(json.dumps(to_jsonable(comparison.to_dict()), indent=2))
-    protocol = {**cfg.eval.model_dump(), "prompt_template": cfg.data.prompt_template,
-                "methods": {n: str(a) if a else "base model" for n, a in methods}}  # fmt: skip
     (out / "metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=2))
     report = write_report(out, per_method, metrics, comparison, protocol=protocol, scores=scores)
     print(f"\nreport: {report}\n")

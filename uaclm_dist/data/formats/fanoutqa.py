@@ -1,4 +1,6 @@
-"""FanOutQA (packaged): the single-hop sub-questions of its decomposition trees, closed book."""
+"""FanOutQA (packaged): the single-hop sub-questions of its decomposition trees, closed book
+(``data.context: retrieved`` gives them a simulated retriever's context, see
+:mod:`uaclm_dist.data.retrieval`)."""
 
 from __future__ import annotations
 
@@ -90,4 +92,5 @@ def read_fanoutqa(path: str | Path | None = None, stats: Counter | None = None) 
     return rows.records
 
 
-DATA_FORMATS.register(DataFormat("fanoutqa", read_fanoutqa, suffixes=(".json",), packaged=True))
+DATA_FORMATS.register(DataFormat("fanoutqa", read_fanoutqa, suffixes=(".json",), packaged=True,
+                                 retrieved_context=True))

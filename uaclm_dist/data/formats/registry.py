@@ -39,6 +39,8 @@ class DataFormat:
         packaged: the rows ship in an installed package, so ``data.paths`` may be empty.
         uses_field_map: generic table rows whose columns ``data.field_map`` names (passed to
             ``read`` as ``field_map=``).
+        retrieved_context: closed-book records that ``data.context: retrieved`` may give a
+            context of answer-bearing statements (:mod:`uaclm_dist.data.retrieval`).
     """
 
     name: str
@@ -46,6 +48,7 @@ class DataFormat:
     suffixes: tuple[str, ...] | None = ()
     packaged: bool = False
     uses_field_map: bool = False
+    retrieved_context: bool = False
 
     def load(
         self, path: str | Path | None, stats: Counter, field_map: Mapping[str, str]
