@@ -50,14 +50,17 @@ bench: venv
 	$(PY) benchmarks/loss_memory.py
 	$(PY) benchmarks/eval_throughput.py
 
-# The main job: CLM and UA-CLM fine-tuning of SmolLM2-135M (QLoRA, 2 Ray workers, ZeRO-2) on
-# FanOutQA, then base / CLM / UA-CLM evaluated side by side on the held-out 80%.
+# The main job: CLM, UA-CLM and CLM+UA fine-tuning of SmolLM2-135M (QLoRA, 2 Ray workers,
+# ZeRO-2) on FanOutQA with retrieved contexts, then base / CLM / UA-CLM / CLM+UA evaluated side
+# by side on every held-out question.
 demo: venv
 	@echo "demo folder: $(DEMO_DIR)"
 	$(UACLM) train $(DEMO_CONFIG) objective.name=clm logging.output_dir=$(DEMO_DIR)/clm
 	$(UACLM) train $(DEMO_CONFIG) objective.name=ua_clm logging.output_dir=$(DEMO_DIR)/ua_clm
+	$(UACLM) train $(DEMO_CONFIG) objective.name=clm+ua logging.output_dir=$(DEMO_DIR)/clm_ua
 	$(UACLM) eval $(DEMO_CONFIG) --base --adapter clm=$(DEMO_DIR)/clm \
-	  --adapter ua_clm=$(DEMO_DIR)/ua_clm --out $(DEMO_DIR)/eval
+	  --adapter ua_clm=$(DEMO_DIR)/ua_clm --adapter clm+ua=$(DEMO_DIR)/clm_ua \
+	  --out $(DEMO_DIR)/eval
 	@echo "report: $(DEMO_DIR)/eval/report.md"
 
 clean:
