@@ -192,10 +192,13 @@ def test_paired_diff_identical_methods_is_zero_and_detects_a_real_gain():
     df = synthetic(n=300)
     inc, u = ~is_correct(df, 0.3), df["te"].to_numpy()
     d = paired_bootstrap_diff(auroc, [inc, u], [inc, u], n=200)
-    assert d == (0.0, 0.0, 0.0)
+    assert d[:4] == (0.0, 0.0, 0.0, 0.0) and d.p_value == 1.0
     noisy = u + np.random.default_rng(5).normal(0, 2, u.size)
     gain = paired_bootstrap_diff(auroc, [inc, u], [inc, noisy], n=300)
     assert gain.diff > 0 and gain.low > 0 and gain.low <= gain.diff <= gain.high
+    assert gain.p_value < 0.05 and gain.df == u.size - 1
+    half = gain.high - gain.diff
+    assert half == pytest.approx(gain.diff - gain.low) and half > 1.96 * gain.se  # t, not z
     with pytest.raises(ValueError, match="differ in length"):
         paired_bootstrap_diff(auroc, [inc, u], [inc[:10], u[:10]])
 
@@ -215,6 +218,13 @@ def test_compute_metrics_structure_and_json():
         low, high = te[f"{key}_ci"]
         assert low <= te[key] <= high, key
     assert te["auroc"] > 0.8 and te["spearman"] < -0.5 and te["ood_auroc"] > 0.8
+    n_correct = int(is_correct(ind, 0.3).sum())
+    assert (out["n_correct"], out["n_incorrect"]) == (n_correct, 300 - n_correct)
+    for key in ("auroc", "auarc", "prr"):  # class counts beside every value
+        assert (te[f"{key}_n_correct"], te[f"{key}_n_incorrect"]) == (n_correct, 300 - n_correct)
+    assert (te["ood_auroc_n_in_domain"], te["ood_aupr_n_ood"]) == (300, 60)
+    assert out["intervals"]["auroc"].startswith("DeLong")
+    assert out["intervals"]["ood_aupr"].startswith("percentile bootstrap resampling each class")
     assert abs(out["scores"]["length"]["auroc"] - 0.5) < 0.1
     assert out["auarc_oracle"] >= te["auarc"] >= out["accuracy"] - 0.05
     assert out["warnings"] == []
@@ -261,12 +271,22 @@ def test_compare_methods_table_and_paired_diffs():
         "Accuracy", "AUROC te", "AUROC length", "AUARC te", "AUARC length"
     ]
     row = cmp.diffs.set_index("quantity").loc["AUROC te"]
-    assert row["diff"] > 0 and row["excludes_zero"]
+    assert row["diff"] > 0 and row["excludes_zero"] and row["interval"] == "delong"
+    assert row["verdict"] == row["verdict_holm"] == "yes" and row["p_holm"] >= row["p_value"]
     acc = cmp.diffs.set_index("quantity").loc["Accuracy"]
     assert acc["diff"] == 0.0 and not acc["excludes_zero"]  # same answers
+    assert acc["verdict"] == acc["verdict_holm"] == "no" and acc["interval"] == "bootstrap"
+    n_correct = int(is_correct(base, 0.3).sum())
+    assert cmp.counts.loc["ua_clm"].tolist() == [n_correct, 300 - n_correct]
+    assert (row["n_correct"], row["baseline_n_incorrect"]) == (n_correct, 300 - n_correct)
+    assert cmp.n_comparisons == 5
     md = cmp.to_markdown()
     assert "| ua_clm |" in md and "Differences vs `clm`" in md and "**" in md
-    json.dumps(cmp.to_dict(), allow_nan=False)
+    assert f"{n_correct}/{300 - n_correct}" in md and "**5 comparisons**" in md
+    assert "CI excludes 0 (unadjusted)" in md and "Holm: excludes 0 (m=5)" in md
+    out = cmp.to_dict()
+    json.dumps(out, allow_nan=False)
+    assert out["n_comparisons"] == 5 and out["counts"]["clm"]["n_correct"] == n_correct
 
     same = compare_methods({"a": base, "b": base.copy()}, ["te"], n_bootstrap=50)
     assert (same.diffs[["diff", "low", "high"]].to_numpy() == 0).all()
@@ -291,7 +311,10 @@ def test_a_registered_metric_reaches_metrics_comparison_and_report(tmp_path):
     try:
         df = synthetic(n=200, ood=20)
         out = compute_metrics(df, ["te"], n_bootstrap=20)
-        assert list(out["scores"]["te"])[-6:-4] == ["mean_gap", "mean_gap_ci"]  # before OOD
+        keys = list(out["scores"]["te"])
+        assert keys.index("mean_gap_ci") == keys.index("mean_gap") + 1
+        assert keys.index("mean_gap") < keys.index("ood_auroc")  # in-domain before OOD
+        assert out["scores"]["te"]["mean_gap_n_correct"] == out["n_correct"]
         assert out["scores"]["te"]["mean_gap"] > 0.5
         cmp = compare_methods({"a": df, "b": df.copy()}, ["te"], metrics=["mean_gap"])
         assert list(cmp.table.columns) == ["Accuracy", "Mean gap te"]

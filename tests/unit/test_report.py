@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -60,8 +61,16 @@ def test_write_report_writes_markdown_and_pngs(tmp_path, report_inputs):
     for needle in ("5 (temperature 0.3)", "untempered", "ROUGE-L F", "> 0.3",
                    "all-MiniLM-L6-v2, cosine >= 0.85", "length-only baseline",
                    "positive class = incorrect", "Differences vs `clm`", "OOD AUROC",
-                   "Length (baseline)"):
+                   "Length (baseline)", "Correct/incorrect", "AUROC, OOD AUROC: DeLong SE",
+                   "OOD AUPR: percentile bootstrap resampling each class", "too few to judge",
+                   f"**{comparison.n_comparisons} comparisons**", "CI excludes 0 (unadjusted)",
+                   f"Holm: excludes 0 (m={comparison.n_comparisons})"):  # fmt: skip
         assert needle in text, needle
+    # every metric cell of the score tables: value [interval] (class counts)
+    cells = re.findall(r"-?\d\.\d{4} \[-?\d\.\d{3}, -?\d\.\d{3}\] \((\d+)/(\d+)\)", text)
+    assert len(cells) == 2 * len(SCORES) * 7
+    n_correct = int((per_method["clm"]["rouge_l"][:240] > 0.3).sum())
+    assert {(int(a), int(b)) for a, b in cells} == {(n_correct, 240 - n_correct), (240, 40)}
     pngs = ["roc.png", "rejection.png", "reliability.png", "hist_clm.png", "hist_ua_clm.png",
             "ood_roc.png"]
     for name in pngs:

@@ -11,8 +11,10 @@ Rejection curves (AUARC, PRR) reject the most uncertain examples first. Tied sco
 many ties (``length``, ``dse``) is neither helped nor hurt by the sort order of the data.
 
 Every per-score metric is one :class:`MetricSpec` in :data:`METRICS`: ``compute_metrics``
-(``metrics.json``), the method comparison and the report read it from there. Bootstrap intervals
-are in :mod:`.bootstrap`, the aggregation into ``metrics.json`` in :mod:`.summary`.
+(``metrics.json``), the method comparison and the report read it from there, with the kind of
+interval it gets (:attr:`MetricSpec.interval`) and the two classes whose counts go beside it
+(:func:`class_counts`). Intervals are in :mod:`.intervals` (DeLong, t, Holm) and
+:mod:`.bootstrap`, the aggregation into ``metrics.json`` in :mod:`.summary`.
 """
 
 from __future__ import annotations
@@ -230,6 +232,12 @@ class MetricSpec:
         higher_is_better: False where lower (more negative) is better, e.g. the correlations
             with ROUGE-L; the comparison bolds the best method by it.
         compared: one of the comparison's (Table 1) default metrics.
+        interval: how its interval is computed, a key of
+            :data:`~.intervals.INTERVAL_METHODS`: ``"bootstrap"`` (percentile, resampling all
+            examples: for metrics defined on any resample, whose sampling variance includes the
+            class balance itself, e.g. AUARC moves with the accuracy), ``"stratified"``
+            (percentile, resampling each class separately: for metrics that need both classes,
+            e.g. AUPR) or ``"delong"`` (only for an AUROC of its boolean ``input``).
     """
 
     name: str
@@ -238,23 +246,37 @@ class MetricSpec:
     display: str
     higher_is_better: bool = True
     compared: bool = False
+    interval: str = "bootstrap"
+
+    def __post_init__(self) -> None:
+        if self.interval not in ("bootstrap", "stratified", "delong"):
+            raise ValueError(f"metric {self.name!r}: unknown interval {self.interval!r}")
+        if self.interval != "bootstrap" and self.input == "rouge_l":
+            raise ValueError(f"metric {self.name!r}: a {self.interval} interval needs classes")
 
     @property
     def ood(self) -> bool:
         """Computed over all rows (in-domain and OOD) instead of the in-domain ones."""
         return self.input == "is_ood"
 
+    @property
+    def classes(self) -> tuple[str, str]:
+        """The two classes whose counts accompany the metric: ``("correct", "incorrect")`` or,
+        for the OOD metrics, ``("in_domain", "ood")``; ``metrics.json`` keys
+        ``<name>_n_<class>``."""
+        return ("in_domain", "ood") if self.ood else ("correct", "incorrect")
+
 
 #: every per-score metric, by name (:func:`metric_specs` gives them in output order)
 METRICS: Registry[MetricSpec] = Registry("metric")
 for _spec in (
-    MetricSpec("auroc", auroc, "is_incorrect", "AUROC", compared=True),
+    MetricSpec("auroc", auroc, "is_incorrect", "AUROC", compared=True, interval="delong"),
     MetricSpec("auarc", auarc, "is_correct", "AUARC", compared=True),
     MetricSpec("prr", prr, "rouge_l", "PRR"),
     MetricSpec("spearman", spearman, "rouge_l", "Spearman", higher_is_better=False),
     MetricSpec("pearson", pearson, "rouge_l", "Pearson", higher_is_better=False),
-    MetricSpec("ood_auroc", ood_auroc, "is_ood", "OOD AUROC"),
-    MetricSpec("ood_aupr", ood_aupr, "is_ood", "OOD AUPR"),
+    MetricSpec("ood_auroc", ood_auroc, "is_ood", "OOD AUROC", interval="delong"),
+    MetricSpec("ood_aupr", ood_aupr, "is_ood", "OOD AUPR", interval="stratified"),
 ):
     METRICS.register(_spec)
 
@@ -278,3 +300,16 @@ def metric_inputs(df: pd.DataFrame, threshold: float) -> dict[str, np.ndarray]:
     correct = is_correct(rouge, threshold)
     ood = df["is_ood"].to_numpy(dtype=bool) if "is_ood" in df.columns else np.zeros(len(df), bool)
     return {"rouge_l": rouge, "is_correct": correct, "is_incorrect": ~correct, "is_ood": ood}
+
+
+def class_labels(spec: MetricSpec, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """``[N]`` bool: the second of ``spec.classes`` (incorrect, or OOD) per row of ``inputs``
+    (:func:`metric_inputs` of the rows the metric reads)."""
+    return inputs["is_ood"] if spec.ood else ~inputs["is_correct"]
+
+
+def class_counts(spec: MetricSpec, inputs: dict[str, np.ndarray]) -> dict[str, int]:
+    """``{class: count}`` over ``spec.classes``, e.g. ``{"correct": 3, "incorrect": 117}``."""
+    second = class_labels(spec, inputs)
+    first_name, second_name = spec.classes
+    return {first_name: int((~second).sum()), second_name: int(second.sum())}

@@ -7,6 +7,9 @@ workers); each function writes one PNG and returns its path.
 - ``hist_<method>.png``: per score, uncertainty histograms of correct vs incorrect answers;
 - ``ood_roc.png``: OOD-detection ROC per score (only when some frame has OOD rows).
 
+Every AUROC / AUARC in a legend shows the class counts it rests on (correct/incorrect, OOD:
+in-domain/OOD).
+
 Inputs are per-example frames (:func:`~.frame.example_frame`); titles and axis labels come from
 the scores' :class:`~.scores.ScoreSpec`.
 """
@@ -67,7 +70,8 @@ def plot_roc(
                 continue
             fpr, tpr, _ = roc_curve(y, u)
             area = float(np.trapezoid(tpr, fpr))
-            ax.plot(fpr, tpr, color=color, lw=1.8, label=f"{method} ({area:.3f})")
+            n = f"{(~y).sum()}/{y.sum()}"  # negatives/positives: correct/incorrect, ID/OOD
+            ax.plot(fpr, tpr, color=color, lw=1.8, label=f"{method} ({area:.3f}; {n})")
         ax.set(
             title=SCORES.get(score).label,
             xlabel="false positive rate",
@@ -77,7 +81,10 @@ def plot_roc(
             aspect="equal",
         )
         ax.grid(alpha=0.3)
-        ax.legend(title="method (AUROC)", fontsize=8, title_fontsize=8, loc="lower right")
+        counts = "in-domain/OOD" if ood else "correct/incorrect"
+        ax.legend(
+            title=f"method (AUROC; {counts})", fontsize=8, title_fontsize=8, loc="lower right"
+        )
     return _save(fig, path)
 
 
@@ -102,7 +109,9 @@ def plot_rejection(
         for k, (color, method) in enumerate(zip(COLORS, correct, strict=False)):
             c = correct[method]
             rate, acc = rejection_curve(c, in_domain(per_method[method])[score].to_numpy(float))
-            ax.plot(rate, acc, color=color, lw=1.8, label=f"{method} (AUARC {acc.mean():.3f})")
+            n = f"{int(c.sum())}/{int(c.size - c.sum())}"
+            label = f"{method} (AUARC {acc.mean():.3f}; {n} correct/incorrect)"
+            ax.plot(rate, acc, color=color, lw=1.8, label=label)
             if shared and k > 0:
                 continue
             ref_color, who = ("grey", "") if shared else (color, f"{method} ")

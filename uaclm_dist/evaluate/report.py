@@ -27,11 +27,16 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return f"{x:.{digits}f}"
 
 
-def _with_ci(res: Mapping[str, Any], key: str) -> str:
+def _with_ci(res: Mapping[str, Any], key: str, classes: Sequence[str] = ()) -> str:
+    """``value [low, high]``, then ``(a/b)`` with the counts of ``classes`` when recorded."""
     ci = res.get(f"{key}_ci") or [None, None]
-    if ci[0] is None:
-        return _fmt(res.get(key))
-    return f"{_fmt(res.get(key))} [{_fmt(ci[0], 3)}, {_fmt(ci[1], 3)}]"
+    text = _fmt(res.get(key))
+    if ci[0] is not None:
+        text += f" [{_fmt(ci[0], 3)}, {_fmt(ci[1], 3)}]"
+    counts = [res.get(f"{key}_n_{c}") for c in classes]
+    if classes and None not in counts:
+        text += f" ({'/'.join(map(str, counts))})"
+    return text
 
 
 # ----------------------------------------------------------------------------------------- report
@@ -62,11 +67,28 @@ def _protocol_lines(protocol: Mapping[str, Any], metrics: Mapping[str, Any]) -> 
         f"{get('n_bins', 10)} equal-width bins.",
         "- The length-only baseline (`length`: greedy answer tokens) is reported beside every "
         "score: a score is only informative where it beats it.",
-        f"- Intervals: percentile bootstrap over examples, {first.get('n_bootstrap')} "
-        f"resamples, {round(100 * (1 - (first.get('alpha') or 0.05)))}%."
-        if first.get("n_bootstrap")
-        else "- Intervals: none (no bootstrap resamples).",
+        *_interval_lines(first),
     ]
+
+
+def _interval_lines(m: Mapping[str, Any]) -> list[str]:
+    """What each interval is (from the entry's ``intervals``), and what the counts mean."""
+    counts = (
+        "- `(a/b)` after a value: the correct/incorrect answers it rests on (OOD columns: "
+        "in-domain/OOD prompts). With fewer than about 10 in a class no interval is reliable "
+        "and methods are not judged (`too few to judge` in the comparison)."
+    )
+    if not m.get("n_bootstrap"):
+        return ["- Intervals: none (no bootstrap resamples).", counts]
+    names = {"accuracy": "accuracy", "ece": "ECE"}
+    names.update({spec.name: spec.display for spec in metric_specs()})
+    by_method: dict[str, list[str]] = {}
+    for key, how in m.get("intervals", {}).items():
+        by_method.setdefault(how, []).append(names.get(key, key))
+    level = round(100 * (1 - (m.get("alpha") or 0.05)))
+    lines = [f"- Intervals ({level}%, {m['n_bootstrap']} bootstrap resamples where resampled):"]
+    lines += [f"  - {', '.join(keys)}: {how}." for how, keys in by_method.items()]
+    return [*lines, counts]
 
 
 def _ci_label(m: Mapping[str, Any]) -> str:
@@ -83,6 +105,7 @@ def _summary_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
             [
                 method,
                 m.get("n_examples", "?"),
+                f"{m.get('n_correct', '?')}/{m.get('n_incorrect', '?')}",
                 _with_ci(m, "accuracy"),
                 _fmt(m.get("rouge_l_mean")),
                 _fmt(m.get("exact_match")),
@@ -90,22 +113,22 @@ def _summary_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
                 _fmt(m.get("auarc_oracle")),
             ]
         )
-    return markdown_table(
-        ["Method", "N", f"Accuracy{ci}", "Mean ROUGE-L", "Exact match", f"ECE{ci}", "AUARC oracle"],
-        rows,
-    )
+    headers = ["Method", "N", "Correct/incorrect", f"Accuracy{ci}", "Mean ROUGE-L",
+               "Exact match", f"ECE{ci}", "AUARC oracle"]  # fmt: skip
+    return markdown_table(headers, rows)
 
 
 def _score_table(m: Mapping[str, Any], scores: Sequence[str]) -> str:
     """One row per score, one column per metric of :func:`~.metrics.metric_specs` (OOD ones only
-    when computed); the first metric's header names the interval level."""
+    when computed), each cell ``value [interval] (class counts)``; the first metric's header
+    names the interval level."""
     results = [m["scores"].get(s, {}) for s in scores]
     specs = [x for x in metric_specs() if not x.ood or any(x.name in r for r in results)]
     headers = ["Score"] + [
         spec.display + (_ci_label(m) if i == 0 else "") for i, spec in enumerate(specs)
     ]
     rows = [
-        [SCORES.get(s).label] + [_with_ci(res, spec.name) for spec in specs]
+        [SCORES.get(s).label] + [_with_ci(res, spec.name, spec.classes) for spec in specs]
         for s, res in zip(scores, results, strict=True)
     ]
     return markdown_table(headers, rows)
