@@ -4,10 +4,14 @@
     uaclm config check CONFIG [key=value ...]    validate, print a one-line summary
     uaclm config get CONFIG KEY [key=value ...]  print one value of the resolved config
     uaclm config reference                       markdown table of every config key
-    uaclm train | eval | run CONFIG [key=value ...]
+    uaclm train | eval | run CONFIG [key=value ...] [--verbose]
     uaclm stop RUN_DIR                           checkpoint and stop a running training
     uaclm resources CONFIG train|eval [key=value ...]   "WORKERS CPUS GPUS" the run asks Ray for
     uaclm cluster wait --nodes N [--cpus C] [--gpus G] [--timeout S] [--address ADDR] [--pid PID]
+
+``train``, ``eval`` and ``run`` show progress bars, the summary and errors; Ray's, DeepSpeed's and
+the workers' output goes to ``logs/`` in the run (evaluation) folder, or to the console with
+``--verbose`` (:mod:`uaclm_dist.console`).
 
 Every command that takes a config validates it completely before doing anything else. A bad
 config prints ``uaclm: error: <message>`` on stderr and exits with status 2, without a traceback.
@@ -163,6 +167,12 @@ def _cluster(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------- train / eval / run
 
 
+#: Modules of the ``run_training`` / ``run_evaluation`` entry points (imported on use: Ray is
+#: heavy).
+TRAIN_MODULE = "uaclm_dist.train.trainer"
+EVAL_MODULE = "uaclm_dist.evaluate.runner"
+
+
 def _entry_point(module: str, name: str) -> Callable[..., Any] | None:
     """``module.name`` if it exists yet, else None (the command is not implemented)."""
     try:
@@ -192,10 +202,11 @@ def _training_status(summary: Any) -> int:
 def _train(args: argparse.Namespace) -> int:
     """Fine-tune a model (Ray Train workers, DeepSpeed)."""
     config = _load(args)
-    run_training = _entry_point("uaclm_dist.train", "run_training")
+    run_training = _entry_point(TRAIN_MODULE, "run_training")
     if run_training is None:
-        return _not_implemented("train", "uaclm_dist.train.run_training")
-    summary = run_training(config, resume_dir=args.resume, stop_after_steps=args.stop_after_steps)
+        return _not_implemented("train", f"{TRAIN_MODULE}.run_training")
+    summary = run_training(config, resume_dir=args.resume, stop_after_steps=args.stop_after_steps,
+                           verbose=args.verbose)  # fmt: skip
     return _training_status(summary)
 
 
@@ -216,27 +227,28 @@ def _stop(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     """Generate answers, score uncertainty and compute the metrics."""
     config = _load(args)
-    run_evaluation = _entry_point("uaclm_dist.evaluate.runner", "run_evaluation")
+    run_evaluation = _entry_point(EVAL_MODULE, "run_evaluation")
     if run_evaluation is None:
-        return _not_implemented("eval", "uaclm_dist.evaluate.runner.run_evaluation")
+        return _not_implemented("eval", f"{EVAL_MODULE}.run_evaluation")
     run_evaluation(config, args.adapter, include_base=args.base, out_dir=args.out,
-                   allow_train_overlap=args.allow_train_overlap)  # fmt: skip
+                   allow_train_overlap=args.allow_train_overlap,
+                   verbose=args.verbose)  # fmt: skip
     return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
     """Train, then evaluate the trained model."""
     config = _load(args)
-    run_training = _entry_point("uaclm_dist.train", "run_training")
-    run_evaluation = _entry_point("uaclm_dist.evaluate", "run_evaluation")
+    run_training = _entry_point(TRAIN_MODULE, "run_training")
+    run_evaluation = _entry_point(EVAL_MODULE, "run_evaluation")
     if run_training is None or run_evaluation is None:
         return _not_implemented(
-            "run", "uaclm_dist.train.run_training and uaclm_dist.evaluate.run_evaluation"
+            "run", f"{TRAIN_MODULE}.run_training and {EVAL_MODULE}.run_evaluation"
         )
-    status = _training_status(run_training(config))
+    status = _training_status(run_training(config, verbose=args.verbose))
     if status != EXIT_OK:
         return status
-    run_evaluation(config)
+    run_evaluation(config, verbose=args.verbose)
     return EXIT_OK
 
 
@@ -283,7 +295,16 @@ def _add_config_arguments(parser: argparse.ArgumentParser, *between: tuple[str, 
     )
 
 
+def _verbose_argument(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--verbose", action="store_true",
+        help="show Ray's, DeepSpeed's and the workers' output on the console (default: in "
+        "logs/ of the run or evaluation folder; the console shows progress, summary, errors)",
+    )  # fmt: skip
+
+
 def _train_arguments(sub: argparse.ArgumentParser) -> None:
+    _verbose_argument(sub)
     sub.add_argument(
         "--resume", metavar="RUN_DIR", default=None,
         help="continue the run in RUN_DIR from its latest checkpoint (same config)",
@@ -296,6 +317,7 @@ def _train_arguments(sub: argparse.ArgumentParser) -> None:
 
 
 def _eval_arguments(sub: argparse.ArgumentParser) -> None:
+    _verbose_argument(sub)
     sub.add_argument(
         "--adapter", metavar="[NAME=]PATH", action="append", default=[],
         help="a LoRA adapter folder or a run folder (its adapter/); repeat to compare "
@@ -343,6 +365,7 @@ def _cluster_wait_arguments(sub: argparse.ArgumentParser) -> None:
 ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "train": _train_arguments,
     "eval": _eval_arguments,
+    "run": _verbose_argument,
     "stop": _stop_arguments,
     "resources": _resources_arguments,
     "config get": _config_get_arguments,

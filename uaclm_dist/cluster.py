@@ -24,11 +24,33 @@ from typing import Any, Literal, TextIO
 
 from uaclm_dist.config import RunConfig
 
+#: Ray Train's switch of its PreemptionWatcher actor (watches Ray node drains).
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+#: Ray Train's switch of its ``print`` patch in the workers.
+PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
+
 #: Driver environment variables handed on to every Ray worker and actor, when set.
-PASSTHROUGH_ENV = ("UACLM_CACHE", "WANDB_DIR", "WANDB_MODE")
+PASSTHROUGH_ENV = ("UACLM_CACHE", "WANDB_DIR", "WANDB_MODE", PREEMPTION_WATCHER_ENV,
+                   PRINT_PATCH_ENV)  # fmt: skip
 
 #: Environment every Ray worker and actor gets: offline hub, no tokenizer thread pools.
 FIXED_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+#: Defaults the driver's environment may override (see :data:`PASSTHROUGH_ENV`).
+#:
+#: The PreemptionWatcher is off: Ray Train creates it with ``max_restarts=-1`` and the workers'
+#: actor handles as constructor arguments held in the object store, which makes every training
+#: print a core_worker.cc error ("has constructor arguments in the object store and
+#: max_restarts > 0", ray-project/ray#53727) although nothing is wrong. It only reacts to Ray
+#: node drains (autoscaler / cloud spot reclaims); uaclm's preemption path is Slurm's signal
+#: (SIGTERM / SIGUSR1 -> STOP file -> checkpoint), which does not use it. Set
+#: RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=1 in the driver's environment to have it back.
+#:
+#: The print patch is off: it sends a worker's ``print`` to Ray Train's logger and, because Ray
+#: replaces a worker's ``sys.stdout``, also to stdout, so every line printed by a training worker
+#: (ours, DeepSpeed's) came out twice.
+DEFAULT_ENV = {PREEMPTION_WATCHER_ENV: "0", PRINT_PATCH_ENV: "0"}
 
 #: Seconds between two polls of :func:`wait_for_cluster`.
 POLL_SECONDS = 2.0
@@ -37,14 +59,17 @@ POLL_SECONDS = 2.0
 # ---------------------------------------------------------------------------- ray.init
 
 
-def ray_runtime_env(cfg: RunConfig) -> dict[str, Any]:
+def ray_runtime_env(cfg: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
     """The ``runtime_env`` of training and evaluation drivers (pure: reads cfg and os.environ).
 
     Offline hub flags, ``TOKENIZERS_PARALLELISM=false``, the :data:`PASSTHROUGH_ENV` variables
-    that are set, and the gloo / NCCL interfaces of ``cfg.distributed`` (multi-node gloo picks
-    loopback unless told).
+    that are set (else the :data:`DEFAULT_ENV` ones), the gloo / NCCL interfaces of
+    ``cfg.distributed`` (multi-node gloo picks loopback unless told) and, when ``quiet`` (the
+    console's default mode), :data:`uaclm_dist.console.QUIET_ENV`.
     """
-    env = dict(FIXED_ENV)
+    from uaclm_dist.console import QUIET_ENV
+
+    env = {**FIXED_ENV, **DEFAULT_ENV, **(QUIET_ENV if quiet else {})}
     env.update({key: os.environ[key] for key in PASSTHROUGH_ENV if key in os.environ})
     if cfg.distributed.gloo_socket_ifname:
         env["GLOO_SOCKET_IFNAME"] = cfg.distributed.gloo_socket_ifname
@@ -53,24 +78,25 @@ def ray_runtime_env(cfg: RunConfig) -> dict[str, Any]:
     return {"env_vars": env}
 
 
-def ray_init(cfg: RunConfig, *, log_to_driver: bool = True) -> bool:
+def ray_init(cfg: RunConfig, *, log_to_driver: bool = True, quiet: bool = False) -> bool:
     """Join ``cfg.distributed.ray_address`` (None: ``RAY_ADDRESS`` or a new local Ray) unless Ray
     is already initialized in this process; True when this call started it (then the caller
-    shuts it down)."""
+    shuts it down). ``quiet``: the runtime env of the console's default mode."""
     import ray
 
     if ray.is_initialized():
         return False
-    ray.init(address=cfg.distributed.ray_address, runtime_env=ray_runtime_env(cfg),
+    ray.init(address=cfg.distributed.ray_address, runtime_env=ray_runtime_env(cfg, quiet=quiet),
              log_to_driver=log_to_driver)  # fmt: skip
     return True
 
 
 @contextmanager
-def ray_session(cfg: RunConfig, *, log_to_driver: bool = True) -> Iterator[bool]:
+def ray_session(cfg: RunConfig, *, log_to_driver: bool = True, quiet: bool = False
+                ) -> Iterator[bool]:  # fmt: skip
     """``with ray_session(cfg):`` :func:`ray_init`, and ``ray.shutdown()`` on exit only if this
     session started Ray. Yields whether it did."""
-    started = ray_init(cfg, log_to_driver=log_to_driver)
+    started = ray_init(cfg, log_to_driver=log_to_driver, quiet=quiet)
     try:
         yield started
     finally:

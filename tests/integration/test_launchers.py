@@ -218,7 +218,9 @@ def test_two_nodes_with_the_vocab_sharded_head_match_the_single_node_fused_run(
     assert "node 10.99.0.11: CPU 1" in text and "node 10.99.0.12: CPU 1" in text
     # one Ray Train worker per node (Ray Train's worker-group listing)
     # (which node gets rank 0 is Ray's choice)
-    listed = re.findall(r"\(ip=([\d.]+), pid=\d+\) world_rank=(\d)", text)
+    # (Ray's own output goes to the run's logs/driver.log unless --verbose)
+    ray_text = text + (out / "logs" / "driver.log").read_text()
+    listed = re.findall(r"\(ip=([\d.]+), pid=\d+\) world_rank=(\d)", ray_text)
     workers = {rank: ip for ip, rank in listed}
     assert sorted(workers) == ["0", "1"], workers
     assert sorted(workers.values()) == ["10.99.0.11", "10.99.0.12"], workers

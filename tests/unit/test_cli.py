@@ -282,12 +282,29 @@ def test_commands_call_their_entry_points_with_the_config(capsys, good, monkeypa
     calls = []
 
     def fake_entry_point(module, name):
-        return lambda config: calls.append((name, config)) or 0
+        return lambda config, **options: calls.append((name, config)) or 0
 
     monkeypatch.setattr(cli, "_entry_point", fake_entry_point)
     assert run_cli(capsys, "run", good, "optim.max_steps=5")[0] == 0
     assert [name for name, _ in calls] == ["run_training", "run_evaluation"]
     assert all(isinstance(c, RunConfig) and c.optim.max_steps == 5 for _, c in calls)
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "run"])
+def test_verbose_is_accepted_and_reaches_every_entry_point(capsys, good, monkeypatch, command):
+    calls = []
+
+    def fake_entry_point(module, name):
+        return lambda *args, **options: calls.append((module, name, options)) or 0
+
+    monkeypatch.setattr(cli, "_entry_point", fake_entry_point)
+    extra = ["--base"] if command == "eval" else []
+    assert run_cli(capsys, command, good, *extra, "--verbose", "optim.max_steps=5")[0] == 0
+    assert run_cli(capsys, command, good, *extra)[0] == 0
+    half = len(calls) // 2
+    assert [c[2]["verbose"] for c in calls] == [True] * half + [False] * half
+    assert {module for module, _, _ in calls} <= {cli.TRAIN_MODULE, cli.EVAL_MODULE}
+    assert "--verbose" in run_cli(capsys, command, "--help")[1]
 
 
 # ------------------------------------------------------------------ launcher subcommands

@@ -43,7 +43,23 @@ def clean_env(monkeypatch):
 def test_runtime_env_defaults(clean_env):
     assert cluster.ray_runtime_env(config()) == {"env_vars": {
         "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     }}  # fmt: skip
+
+
+def test_runtime_env_quiet_mode_hides_weight_loading_bars(clean_env):
+    from uaclm_dist.console import QUIET_ENV
+
+    quiet = cluster.ray_runtime_env(config(), quiet=True)["env_vars"]
+    assert quiet == {**cluster.ray_runtime_env(config())["env_vars"], **QUIET_ENV}
+    assert quiet["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+
+
+def test_runtime_env_ray_train_switches_follow_the_driver_when_set(clean_env):
+    clean_env.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1")
+    env_vars = cluster.ray_runtime_env(config())["env_vars"]
+    assert env_vars["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1"
+    assert env_vars["RAY_TRAIN_ENABLE_PRINT_PATCH"] == "0"
 
 
 def test_runtime_env_passes_cache_and_wandb_through_and_sets_interfaces(clean_env):
@@ -96,6 +112,13 @@ def test_ray_init_starts_ray_with_the_address_and_the_runtime_env(fake_ray, clea
                                          "log_to_driver": False}  # fmt: skip
     assert cluster.ray_init(cfg) is False  # already initialized: nothing to start
     assert len(fake_ray.calls) == 1
+
+
+def test_ray_session_quiet_passes_the_quiet_runtime_env(fake_ray, clean_env):
+    with cluster.ray_session(config(), quiet=True):
+        pass
+    [(_, kwargs), _] = fake_ray.calls
+    assert kwargs["runtime_env"] == cluster.ray_runtime_env(config(), quiet=True)
 
 
 def test_ray_session_shuts_down_only_what_it_started(fake_ray, clean_env):

@@ -12,8 +12,9 @@ The rest reads them: :mod:`.frame` (per-example table), :mod:`.summary` (``metri
 from __future__ import annotations
 
 
-def run_evaluation(config, adapters=None, *, include_base=False, out_dir=None):
-    """See :func:`uaclm_dist.evaluate.runner.run_evaluation` (imported lazily: Ray is heavy)."""
+def run_evaluation(config, adapters=None, **options):
+    """See :func:`uaclm_dist.evaluate.runner.run_evaluation` (imported lazily: Ray is heavy);
+    ``options``: its keyword arguments (``include_base``, ``out_dir``, ``verbose``, ...)."""
     from uaclm_dist.evaluate.runner import run_evaluation as _run
 
-    return _run(config, adapters, include_base=include_base, out_dir=out_dir)
+    return _run(config, adapters, **options)

@@ -5,7 +5,8 @@
                                       greedy + K samples with token log p and entropies
       .map_batches(ClusteringStage)   actor: semantic clusters of each prompt's samples (only
                                       when a configured score ``needs_clusters``)
-      .to_pandas()                    the per-example statistics, on the driver
+      .iter_batches()                 the per-example statistics, on the driver (a progress
+                                      callback hears of each batch as it arrives)
     score_frame(...)                  driver: ROUGE-L correctness and the configured scores
 
 Every stage is a small function of the previous stage's columns; generation runs once and all
@@ -16,6 +17,7 @@ registered there (an extension, a test) is all it takes, nothing has to reach th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -103,9 +105,19 @@ def generation_settings(eval_cfg: EvalConfig, seed: int) -> GenerationSettings:
     )
 
 
+def _collect(ds: Any, on_rows: Callable[[int], Any] | None) -> pd.DataFrame:
+    """The dataset's rows as one frame, reporting each batch's size to ``on_rows`` on arrival."""
+    frames = []
+    for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+        frames.append(batch)
+        if on_rows is not None:
+            on_rows(len(batch))
+    return pd.concat(frames, ignore_index=True) if frames else ds.to_pandas()
+
+
 def run_pipeline(
     prompt_rows: list[dict], *, model_cfg: ModelConfig, adapter_dir: str | None,
-    eval_cfg: EvalConfig, seed: int = 0,
+    eval_cfg: EvalConfig, seed: int = 0, on_rows: Callable[[int], Any] | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """Evaluate one model (base + optional adapter) on ``prompt_rows`` with Ray Data.
 
@@ -113,6 +125,8 @@ def run_pipeline(
         prompt_rows: dicts ``id, question, references, prompt_ids, is_ood``.
         model_cfg, eval_cfg: the ``model`` and ``eval`` sections of the run's config.
         seed: sampling seed (the run's ``optim.seed``).
+        on_rows: called with the number of examples of each finished batch (a progress bar's
+            ``update``).
 
     Returns:
         one row per example, in ``prompt_rows`` order: correctness, the ``eval.scores`` and the
@@ -131,7 +145,7 @@ def run_pipeline(
                                    settings=generation_settings(eval_cfg, seed),
                                    threads=int(max(1, cpus))),
         batch_size=eval_cfg.batch_size, batch_format="pandas",
-        concurrency=eval_cfg.num_generation_actors, num_cpus=cpus,
+        compute=ray.data.ActorPoolStrategy(size=eval_cfg.num_generation_actors), num_cpus=cpus,
         num_gpus=eval_cfg.gpus_per_actor,
     )  # fmt: skip
     if scores_needing_clusters(eval_cfg.scores):
@@ -139,9 +153,9 @@ def run_pipeline(
         # can run beside the generation actors on a small machine.
         ds = ds.map_batches(
             ClusteringStage, fn_constructor_kwargs=dict(eval_cfg=eval_cfg), batch_size=64,
-            batch_format="pandas", concurrency=1, num_cpus=0,
+            batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0,
         )  # fmt: skip
-    stats = ds.to_pandas()
+    stats = _collect(ds, on_rows)
     check_each_id_once([str(r["id"]) for r in prompt_rows], stats)
     order = {str(r["id"]): i for i, r in enumerate(prompt_rows)}
     stats = stats.sort_values("id", key=lambda s: s.map(order)).reset_index(drop=True)

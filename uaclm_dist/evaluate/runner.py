@@ -154,12 +154,14 @@ def run_evaluation(
     include_base: bool = False,
     out_dir: str | None = None,
     allow_train_overlap: bool = False,
+    verbose: bool = False,
 ) -> dict:
     """Evaluate ``base`` (if asked) and each adapter spec; returns ``{method: metrics}``.
 
     With no adapters and no ``include_base`` (``uaclm run``), the run folder's own adapter is
     evaluated next to the base model. ``allow_train_overlap``: score the evaluation config's test
     split even where it holds an adapter run's training questions (contaminated numbers).
+    ``verbose``: Ray's and the actors' output on the console rather than in ``OUT/logs/``.
     """
     from uaclm_dist.modeling.families import load_tokenizer_for
 
@@ -183,39 +185,58 @@ def run_evaluation(
     protocol = {**cfg.eval.model_dump(), "prompt_template": cfg.data.prompt_template,
                 "examples": examples.selection,
                 "methods": {n: str(a) if a else "base model" for n, a in methods}}  # fmt: skip
-    return _score_methods(cfg, methods, rows, out, protocol)
+    per_method = _generate(cfg, methods, rows, out, verbose=verbose)
+    return _score_methods(cfg, per_method, out, protocol)
 
 
-def _score_methods(
-    cfg: RunConfig, methods: list[tuple[str, Path | None]], rows: list[dict], out: Path,
-    protocol: dict,
-) -> dict:  # fmt: skip
-    """Run the pipeline per method inside one Ray session, then metrics, comparison, report;
-    returns ``{method: metrics}``."""
+def _generate(cfg: RunConfig, methods: list[tuple[str, Path | None]], rows: list[dict],
+              out: Path, *, verbose: bool = False) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """Run the pipeline per method inside one Ray session, one progress bar per method over the
+    prompts; writes and returns the per-example frames ``{method: frame}``.
+
+    Unless ``verbose``, the driver's output meanwhile (Ray's logging and progress blocks, the
+    actors' output it forwards, the core worker's error line about Ray Data's restartable
+    actors - their constructor arguments live in the object store, harmless here: see
+    ray-project/ray#53727) goes to ``out/logs/driver.log`` (:mod:`uaclm_dist.console`).
+    """
+    from tqdm import tqdm
+
     from uaclm_dist.cluster import ray_session
-    from uaclm_dist.evaluate.compare import compare_methods
+    from uaclm_dist.console import LOG_DIR, driver_output
     from uaclm_dist.evaluate.pipeline import run_pipeline
+
+    pipeline_rows = [{k: r[k] for k in PIPELINE_KEYS} for r in rows]
+    per_method: dict[str, pd.DataFrame] = {}
+    with driver_output(out / LOG_DIR, verbose) as terminal, \
+            ray_session(cfg, quiet=not verbose):  # fmt: skip
+        for name, adapter in methods:
+            with tqdm(total=len(rows), desc=f"eval {name}", unit="prompt", file=terminal,
+                      dynamic_ncols=True) as bar:  # fmt: skip
+                df = run_pipeline(pipeline_rows, model_cfg=cfg.model,
+                                  adapter_dir=str(adapter) if adapter else None,
+                                  eval_cfg=cfg.eval, seed=cfg.optim.seed,
+                                  on_rows=bar.update)  # fmt: skip
+            df = with_context_flags(df, rows)
+            write_parquet(df, out / "per_example" / f"{name}.parquet")
+            per_method[name] = df
+    return per_method
+
+
+def _score_methods(cfg: RunConfig, per_method: dict[str, pd.DataFrame], out: Path,
+                   protocol: dict) -> dict:  # fmt: skip
+    """Metrics per method, the comparison with the first method and the report (driver only,
+    after Ray: their warnings reach the console); returns ``{method: metrics}``."""
+    from uaclm_dist.evaluate.compare import compare_methods
     from uaclm_dist.evaluate.report import write_report
     from uaclm_dist.evaluate.summary import compute_metrics, to_jsonable
 
     scores = list(cfg.eval.scores)
     threshold = cfg.eval.correctness_threshold
-    pipeline_rows = [{k: r[k] for k in PIPELINE_KEYS} for r in rows]
-    per_method: dict[str, pd.DataFrame] = {}
-    metrics: dict[str, dict] = {}
-    with ray_session(cfg):
-        for name, adapter in methods:
-            print(f"[uaclm] evaluating {name} on {len(rows)} prompts", flush=True)
-            df = run_pipeline(pipeline_rows, model_cfg=cfg.model,
-                              adapter_dir=str(adapter) if adapter else None,
-                              eval_cfg=cfg.eval, seed=cfg.optim.seed)  # fmt: skip
-            df = with_context_flags(df, rows)
-            write_parquet(df, out / "per_example" / f"{name}.parquet")
-            per_method[name] = df
-            metrics[name] = compute_metrics(df, scores, threshold, cfg.eval.bootstrap_samples,
-                                            seed=cfg.optim.seed)  # fmt: skip
-    comparison = compare_methods(per_method, scores, baseline=methods[0][0], threshold=threshold,
-                                 n_bootstrap=cfg.eval.bootstrap_samples,
+    metrics = {name: compute_metrics(df, scores, threshold, cfg.eval.bootstrap_samples,
+                                     seed=cfg.optim.seed)
+               for name, df in per_method.items()}  # fmt: skip
+    comparison = compare_methods(per_method, scores, baseline=next(iter(per_method)),
+                                 threshold=threshold, n_bootstrap=cfg.eval.bootstrap_samples,
                                  seed=cfg.optim.seed)  # fmt: skip
     (out / "comparison.md").write_text(comparison.to_markdown() + "\n")
     (out / "comparison.json").write_text(json.dumps(to_jsonable(comparison.to_dict()), indent=2))

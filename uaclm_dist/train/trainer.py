@@ -12,6 +12,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from uaclm_dist.config import ConfigError, RunConfig
 from uaclm_dist.losses.objectives import build_objective
@@ -86,12 +87,12 @@ def ship_by_value(obj: object) -> None:
 class _Progress(threading.Thread):
     """Driver-side progress bar with ETA, fed by rank 0's metrics.jsonl."""
 
-    def __init__(self, path: Path, start: int, total: int):
+    def __init__(self, path: Path, start: int, total: int, file: TextIO):
         super().__init__(daemon=True)
         from tqdm import tqdm
 
         self.path, self.stop_event = path, threading.Event()
-        self.bar = tqdm(total=total, initial=start, desc="train", unit="step", file=sys.stderr,
+        self.bar = tqdm(total=total, initial=start, desc="train", unit="step", file=file,
                         dynamic_ncols=True)  # fmt: skip
         self.offset = path.stat().st_size if path.exists() else 0
 
@@ -121,27 +122,30 @@ class _Progress(threading.Thread):
         self.bar.close()
 
 
-def _install_stop_handlers(out: Path) -> None:
+def _install_stop_handlers(out: Path, terminal: TextIO) -> None:
     """SIGTERM / SIGUSR1 (Slurm's pre-timeout signal, scancel) ask the workers to checkpoint
-    and stop at the next step boundary."""
+    and stop at the next step boundary (said on ``terminal``, or stderr once it is closed)."""
 
     def request_stop(signum, _frame):
         (out / STOP_FILE).write_text(f"signal {signum}\n")
         print(f"\n[uaclm] signal {signum}: checkpointing at the next step, then stopping",
-              file=sys.stderr, flush=True)  # fmt: skip
+              file=sys.stderr if terminal.closed else terminal, flush=True)  # fmt: skip
 
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, request_stop)
 
 
 def run_training(
-    cfg: RunConfig, resume_dir: str | None = None, stop_after_steps: int | None = None
-) -> dict:
+    cfg: RunConfig, resume_dir: str | None = None, stop_after_steps: int | None = None,
+    *, verbose: bool = False,
+) -> dict:  # fmt: skip
     """Train with Ray Train + DeepSpeed. Returns the summary; ``summary['stopped']`` is True when
     a stop was requested (the run can be resumed from its checkpoint).
 
     ``stop_after_steps``: checkpoint and stop after this many steps of this invocation (a run
-    sliced into wall-time-limited jobs); the schedule still spans the whole run.
+    sliced into wall-time-limited jobs); the schedule still spans the whole run. ``verbose``:
+    Ray's, DeepSpeed's and the workers' output on the console rather than in ``RUN_DIR/logs/``
+    (:mod:`uaclm_dist.console`).
     """
     objective = build_objective(cfg.objective)
     ship_by_value(objective)
@@ -182,7 +186,7 @@ def run_training(
         resume_dir=str(resume_checkpoint) if resume_checkpoint else None,
         stop_at_step=start_step + stop_after_steps if stop_after_steps else None,
     )  # fmt: skip
-    result = _fit(plan, start_step)
+    result = _fit(plan, start_step, verbose=verbose)
     metrics = result.metrics or {}
     stopped = not metrics.get("final", False)
     summary = summarize(out, metrics, stopped)
@@ -190,22 +194,29 @@ def run_training(
     return summary
 
 
-def _fit(plan: TrainPlan, start_step: int):
-    """Run the workers with Ray Train (joining or starting Ray) and follow them; Ray's Result."""
+def _fit(plan: TrainPlan, start_step: int, *, verbose: bool = False):
+    """Run the workers with Ray Train (joining or starting Ray) and follow them; Ray's Result.
+
+    Unless ``verbose``, Ray's and the workers' output goes to ``RUN_DIR/logs/`` and the console
+    shows the progress bar; a failure prints the failed ranks' log tails before Ray's error.
+    """
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
     from ray.train import RunConfig as RayRunConfig
     from ray.train.torch import TorchTrainer
 
     from uaclm_dist.cluster import ray_session
+    from uaclm_dist.console import LOG_DIR, driver_output, failed_ranks, failure_report
 
     ds, out = plan.config.distributed, Path(plan.output_dir)
+    log_dir = out / LOG_DIR
     resources = {"CPU": ds.cpus_per_worker}
     if ds.gpus_per_worker:
         resources["GPU"] = ds.gpus_per_worker
-    with ray_session(plan.config):
+    with driver_output(log_dir, verbose) as terminal, \
+            ray_session(plan.config, quiet=not verbose):  # fmt: skip
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"plan": plan},
+            train_loop_config={"plan": plan, "log_dir": None if verbose else str(log_dir)},
             scaling_config=ScalingConfig(
                 num_workers=ds.num_workers, use_gpu=ds.gpus_per_worker > 0,
                 resources_per_worker=resources,
@@ -216,11 +227,16 @@ def _fit(plan: TrainPlan, start_step: int):
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
             ),
         )  # fmt: skip
-        _install_stop_handlers(out)
-        progress = _Progress(out / "metrics.jsonl", start_step, plan.total_steps)
+        _install_stop_handlers(out, terminal)
+        progress = _Progress(out / "metrics.jsonl", start_step, plan.total_steps, terminal)
         progress.start()
         try:
             return trainer.fit()
+        except Exception as exc:
+            progress.close()
+            if not verbose:
+                print(failure_report(log_dir, failed_ranks(exc)), file=terminal, flush=True)
+            raise
         finally:
             progress.close()
 

@@ -7,11 +7,13 @@ also writes metrics.jsonl, probe.jsonl, W&B and the adapter.
 
 from __future__ import annotations
 
+import os
 import random
 import resource
 import shutil
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from uaclm_dist.config import RunConfig
+from uaclm_dist.console import rank_log, redirect_fds
 from uaclm_dist.data.tokenize import collate
 from uaclm_dist.train import checkpoint as ckpt
 from uaclm_dist.train.adapters import save_adapter, trainable_parameters
@@ -82,8 +85,23 @@ def all_ranks_agree(flag: bool, device: torch.device) -> bool:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    """Ray Train entry point: ``loop_config["plan"]`` is the driver's :class:`TrainPlan`."""
-    TrainingWorker(loop_config["plan"]).run()
+    """Ray Train entry point: ``loop_config["plan"]`` is the driver's :class:`TrainPlan`.
+
+    With ``loop_config["log_dir"]`` (the console's default mode) all of this rank's output,
+    from Python, C++ (DeepSpeed, torch) and child processes (W&B), goes to
+    ``log_dir/rank{r}.log`` instead of Ray's forwarding to the driver's console. An error still
+    reaches the driver through Ray Train (which then prints the log's tail).
+    """
+    log_dir = loop_config.get("log_dir")
+    if not log_dir:
+        TrainingWorker(loop_config["plan"]).run()
+        return
+    with redirect_fds(rank_log(log_dir, ray.train.get_context().get_world_rank())):
+        try:
+            TrainingWorker(loop_config["plan"]).run()
+        except BaseException:  # the traceback in the rank's log, next to what led to it
+            os.write(2, traceback.format_exc().encode(errors="replace"))
+            raise
 
 
 class TrainingWorker:
