@@ -62,6 +62,9 @@ def test_eval_pipeline_scores_every_id_once_and_writes_the_report(tmp_path):
         for key in ("auroc", "auarc", "prr", "ood_auroc", "ood_aupr"):
             assert res[key] is not None, (name, key)
             low, high = res[f"{key}_ci"]
+            if key == "prr" and low is None:  # too many undefined resamples: withheld, and said
+                assert any(w.startswith(f"{name}: prr interval") for w in metrics["warnings"])
+                continue
             assert low <= res[key] <= high or key == "prr", (name, key)
     report = (out / "report.md").read_text()
     assert "AUROC" in report
