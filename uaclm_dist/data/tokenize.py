@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from uaclm_dist.data.prompts import Template, build_prompt, target_text
 from uaclm_dist.data.records import QARecord
+from uaclm_dist.losses.constants import IGNORE_INDEX
 
 if TYPE_CHECKING:
     import torch
@@ -42,7 +43,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 LossOn = Literal["all", "answer"]
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-IGNORE_INDEX = -100  # label of a position that takes no part in any loss or diagnostic
+from uaclm_dist.losses.constants import IGNORE_INDEX  # noqa: F401 (re-exported)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from uaclm_dist.losses.constants import IGNORE_INDEX
 from uaclm_dist.registry import Registry
 
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from uaclm_dist.config import ObjectiveConfig
     from uaclm_dist.losses.types import LossOutput, TokenStats
 
-IGNORE_INDEX = -100  # = losses.types.IGNORE_INDEX; restated so this module needs no torch
 
 
 class Objective:
