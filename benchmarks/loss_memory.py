@@ -1,18 +1,24 @@
-"""Loss memory and time: dense reference vs fused vs vocab-parallel (2 and 4 gloo ranks).
+"""Loss memory and time: dense reference vs the fused kernels vs vocab-parallel over gloo.
 
-Each variant runs forward + backward of the UA-CLM loss from final hidden states in its own
-process (so one variant's allocator state cannot hide another's peak). Memory is the peak resident
-set *above the inputs*: the process allocates its inputs, resets the kernel's high-water mark
-(``/proc/self/clear_refs``), runs one forward+backward, and reads ``VmHWM``. Time is the median of
-``--repeats`` further forward+backward runs. The head is frozen (the LoRA default), so only the
-hidden-state gradient is computed by every variant.
+Variants (forward + backward of the UA-CLM loss from final hidden states, frozen head - the
+(Q)LoRA case - so every variant computes only the hidden-state gradient):
 
-    python benchmarks/loss_memory.py            # N=8192, H=1024, V in {32000, 128256}
-    python benchmarks/loss_memory.py --quick    # N=2048, H=512
+- ``dense``: logits ``[N, V]`` materialized, the readable reference (``Objective.dense``);
+- ``fused``: the single-pass kernel (what training uses for a frozen head);
+- ``two_pass``: the older two-pass kernel (kept for a trainable head), for comparison;
+- ``vp2`` / ``vp4``: the single-pass kernel with the vocabulary sharded over 2 / 4 gloo ranks.
 
-Vocab-parallel ranks hold N/g tokens each and a V/g-row shard; their figures are per rank (the
-largest over ranks). On a 2-core machine 4 ranks share 2 cores, so their time is not comparable;
-their memory is.
+Memory: each variant in its own process (so one variant's allocator state cannot hide
+another's peak) allocates its inputs, resets the kernel's high-water mark
+(``/proc/self/clear_refs``), runs one forward+backward and reads ``VmHWM``: the peak resident set
+*above the inputs*. Time: dense, fused and two_pass in *one* process, warm-up first, then
+``--repeats`` alternating rounds (dense, fused, two_pass, dense, ...), median per variant, so a
+change of machine load hits all of them alike. Vocab-parallel ranks are separate processes: timed
+in their own run (median of the repeats), with N/g tokens and V/g head rows per rank; on a 2-core
+machine more than 2 ranks share cores, so only their memory is comparable.
+
+    python benchmarks/loss_memory.py                      # N in {4096, 8192}, V in {32000, 128256}
+    python benchmarks/loss_memory.py --n 2048 --h 512 --v 32000 --repeats 1   # a quick look
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ def _make_inputs(n: int, h: int, v: int, dtype: torch.dtype, seed: int = 0):
 
 
 def _step(variant: str, hidden, weight, labels, vocab_start: int = 0):
+    """One forward + backward; returns (loss, hidden gradient)."""
     from uaclm_dist.losses.fused import fused_loss
     from uaclm_dist.losses.objectives import build_objective
     from uaclm_dist.losses.vocab_parallel import vocab_parallel_loss
@@ -62,8 +69,9 @@ def _step(variant: str, hidden, weight, labels, vocab_start: int = 0):
     if variant == "dense":
         logits = h @ weight.t()  # [N, V] materialized
         loss = objective.dense(logits.unsqueeze(0), labels.unsqueeze(0)).loss
-    elif variant == "fused":
-        loss = fused_loss(h, weight, labels, objective=objective).loss
+    elif variant in ("fused", "two_pass"):
+        kernel = "single_pass" if variant == "fused" else "two_pass"
+        loss = fused_loss(h, weight, labels, objective=objective, kernel=kernel).loss
     else:
         loss = vocab_parallel_loss(
             h, weight, labels, vocab_start=vocab_start, group=None, objective=objective
@@ -72,8 +80,8 @@ def _step(variant: str, hidden, weight, labels, vocab_start: int = 0):
     return float(loss), h.grad
 
 
-def _measure(variant, hidden, weight, labels, repeats, vocab_start=0, barrier=None):
-    """(peak bytes above inputs for one fwd+bwd, median seconds over repeats, loss)."""
+def _peak_above_inputs(variant, hidden, weight, labels, vocab_start=0):
+    """(peak bytes above the inputs of one forward+backward, its loss)."""
     # Warm up on a few tokens first so one-off allocations (thread pools, BLAS workspaces) are
     # not charged to the variant.
     _step(variant, hidden[:8], weight, labels[:8], vocab_start)
@@ -82,14 +90,22 @@ def _measure(variant, hidden, weight, labels, repeats, vocab_start=0, barrier=No
     loss, grad = _step(variant, hidden, weight, labels, vocab_start)
     peak = _rss_bytes("VmHWM") - before
     del grad
-    times = []
-    for _ in range(repeats):
-        if barrier:
-            barrier()
-        t0 = time.perf_counter()
+    return peak, loss
+
+
+def _median_seconds(variants, hidden, weight, labels, repeats, vocab_start=0, barrier=None):
+    """``{variant: median seconds}`` over ``repeats`` alternating rounds after one warm-up each."""
+    times = {v: [] for v in variants}
+    for variant in variants:
         _step(variant, hidden, weight, labels, vocab_start)
-        times.append(time.perf_counter() - t0)
-    return peak, statistics.median(times), loss
+    for _ in range(repeats):
+        for variant in variants:
+            if barrier:
+                barrier()
+            t0 = time.perf_counter()
+            _step(variant, hidden, weight, labels, vocab_start)
+            times[variant].append(time.perf_counter() - t0)
+    return {v: statistics.median(t) for v, t in times.items()}
 
 
 def _input_bytes(*tensors) -> int:
@@ -110,9 +126,9 @@ def _vp_rank(rank, world, init_file, n, h, v, dtype, repeats, out_dir):
     my_labels = labels[tokens].clone()
     shard = weight[start:end].clone()
     del hidden, weight, labels
-    peak, seconds, loss = _measure(
-        "vp", my_hidden, shard, my_labels, repeats, vocab_start=start, barrier=dist.barrier
-    )
+    peak, loss = _peak_above_inputs("vp", my_hidden, shard, my_labels, vocab_start=start)
+    seconds = _median_seconds(["vp"], my_hidden, shard, my_labels, repeats, vocab_start=start,
+                              barrier=dist.barrier)["vp"]  # fmt: skip
     result = dict(peak=peak, seconds=seconds, loss=loss,
                   inputs=_input_bytes(my_hidden, shard, my_labels))  # fmt: skip
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
@@ -121,15 +137,16 @@ def _vp_rank(rank, world, init_file, n, h, v, dtype, repeats, out_dir):
 
 def run_worker(args) -> dict:
     dtype = getattr(torch, args.dtype)
-    (args.v,) = args.v  # a worker measures one vocabulary size
-    if args.variant in ("dense", "fused"):
+    if args.worker == "timing":  # the single-process variants, alternating
         hidden, weight, labels = _make_inputs(args.n, args.h, args.v, dtype)
-        peak, seconds, loss = _measure(args.variant, hidden, weight, labels, args.repeats)
-        return dict(peak=peak, seconds=seconds, loss=loss,
-                    inputs=_input_bytes(hidden, weight, labels))  # fmt: skip
+        return _median_seconds(args.variants, hidden, weight, labels, args.repeats)
+    if args.worker in SINGLE_PROCESS:
+        hidden, weight, labels = _make_inputs(args.n, args.h, args.v, dtype)
+        peak, loss = _peak_above_inputs(args.worker, hidden, weight, labels)
+        return dict(peak=peak, loss=loss, inputs=_input_bytes(hidden, weight, labels))
     import torch.multiprocessing as mp
 
-    world = int(args.variant.removeprefix("vp"))
+    world = int(args.worker.removeprefix("vp"))
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(
             _vp_rank,
@@ -145,9 +162,10 @@ def run_worker(args) -> dict:
     )
 
 
-def _run_variant(variant, n, h, v, dtype, repeats) -> dict:
-    cmd = [sys.executable, __file__, "--worker", variant, "--n", str(n), "--h", str(h),
-           "--v", str(v), "--dtype", dtype, "--repeats", str(repeats)]  # fmt: skip
+def _run_worker(worker, n, h, v, dtype, repeats, variants=()) -> dict:
+    cmd = [sys.executable, __file__, "--worker", worker, "--n", str(n), "--h", str(h),
+           "--v", str(v), "--dtype", dtype, "--repeats", str(repeats),
+           "--variants", *variants]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         errors = [ln for ln in proc.stderr.splitlines() if "Error" in ln] or ["failed"]
@@ -170,61 +188,91 @@ def _rss_field_meminfo(field: str) -> int:
     raise RuntimeError(field)
 
 
+SINGLE_PROCESS = ("dense", "fused", "two_pass")
+
+
+def _git(*args: str) -> str:
+    here = Path(__file__).parent
+    proc = subprocess.run(["git", *args], capture_output=True, text=True, check=False, cwd=here)
+    return proc.stdout.strip()
+
+
+def _machine_state() -> str:
+    load = os.getloadavg()
+    dirty = " + uncommitted changes" if _git("status", "--porcelain", "-uno") else ""
+    return (f"commit {_git('rev-parse', '--short', 'HEAD') or '?'}{dirty}; "
+            f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads); load average {load[0]:.2f} / {load[1]:.2f} "
+            f"(1 / 5 min)")  # fmt: skip
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="N=2048, H=512")
-    p.add_argument("--n", type=int, default=None)
-    p.add_argument("--h", type=int, default=None)
+    p.add_argument("--n", type=int, nargs="*", default=[4096, 8192])
+    p.add_argument("--h", type=int, default=1024)
     p.add_argument("--v", type=int, nargs="*", default=[32000, 128256])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--variants", nargs="*", default=["dense", "fused", "vp2", "vp4"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--variants", nargs="*", default=["dense", "fused", "two_pass", "vp2"])
     p.add_argument("--out", default=".bench/loss_memory.md")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        args.variant = args.worker
+        (args.n,), (args.v,) = args.n, args.v  # a worker measures one setting
         print(json.dumps(run_worker(args)))
         return 0
 
-    n = args.n or (2048 if args.quick else 8192)
-    h = args.h or (512 if args.quick else 1024)
-    repeats = args.repeats or (3 if args.quick else 2)
     mib = 2**20
     lines = [
-        f"Loss forward+backward ({OBJECTIVE}, frozen head, {args.dtype}), N={n} tokens, H={h}; "
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        f"Loss forward+backward ({OBJECTIVE}, frozen head, {args.dtype}), H={args.h}, median of "
+        f"{args.repeats} alternating repeats after a warm-up.",
+        f"Before: {_machine_state()}.",
         "",
-        "| V | variant | inputs/rank (MiB) | peak above inputs (MiB) | vs dense | median time (s) "
-        "| vs dense |",
-        "|---|---|---|---|---|---|---|",
+        "| N | V | variant | inputs/rank (MiB) | peak above inputs (MiB) | vs dense | "
+        "median time (s) | vs dense |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for v in args.v:
-        results = {}
-        for variant in args.variants:
-            if variant == "dense":
-                fits, need = _dense_fits(n, v)
-                if not fits:
-                    results[variant] = dict(error=f"not run: needs ~{need:.0f} GiB")
-                    continue
-            results[variant] = _run_variant(variant, n, h, v, args.dtype, repeats)
-            print(f"V={v} {variant}: {results[variant]}", file=sys.stderr)
-        dense = results.get("dense", {})
-        for variant, r in results.items():
-            if "error" in r:
-                lines.append(f"| {v} | {variant} | | {r['error']} | | | |")
-                continue
-            mem_ratio = f"{dense['peak'] / r['peak']:.1f}x less" if "peak" in dense else ""
-            time_ratio = f"{r['seconds'] / dense['seconds']:.2f}x" if "seconds" in dense else ""
-            lines.append(
-                f"| {v} | {variant} | {r['inputs'] / mib:.0f} | {r['peak'] / mib:.0f} | "
-                f"{mem_ratio} | {r['seconds']:.2f} | {time_ratio} |"
-            )
+    for n in args.n:
+        for v in args.v:
+            lines += _one_setting(args, n, v, mib)
+    lines += ["", f"After: {_machine_state()}."]
     table = "\n".join(lines)
     print(table)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(table + "\n")
     return 0
+
+
+def _one_setting(args, n: int, v: int, mib: int) -> list[str]:
+    """Table rows of one (N, V): memory per variant (own process), then the timings."""
+    variants = list(args.variants)
+    results: dict[str, dict] = {}
+    if "dense" in variants:
+        fits, need = _dense_fits(n, v)
+        if not fits:
+            results["dense"] = dict(error=f"not run: needs ~{need:.0f} GiB")
+            variants.remove("dense")
+    for variant in variants:
+        results[variant] = _run_worker(variant, n, args.h, v, args.dtype, args.repeats)
+    timed = [x for x in variants if x in SINGLE_PROCESS and "error" not in results[x]]
+    if timed:
+        seconds = _run_worker("timing", n, args.h, v, args.dtype, args.repeats, timed)
+        for variant in timed:
+            results[variant]["seconds"] = seconds.get(variant, float("nan"))
+    print(f"N={n} V={v}: {results}", file=sys.stderr)
+    dense = results.get("dense", {})
+    rows = []
+    for variant, r in results.items():
+        if "error" in r:
+            rows.append(f"| {n} | {v} | {variant} | | {r['error']} | | | |")
+            continue
+        mem_ratio = f"{dense['peak'] / r['peak']:.1f}x less" if "peak" in dense else ""
+        time_ratio = f"{r['seconds'] / dense['seconds']:.2f}x" if "seconds" in dense else ""
+        rows.append(
+            f"| {n} | {v} | {variant} | {r['inputs'] / mib:.0f} | {r['peak'] / mib:.0f} | "
+            f"{mem_ratio} | {r['seconds']:.2f} | {time_ratio} |"
+        )
+    return rows
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ import torch.multiprocessing as mp
 import vocab_parallel_worker as vpw
 
 from uaclm_dist.losses import reference as R
-from uaclm_dist.losses.fused import fused_loss
+from uaclm_dist.losses.fused import choose_kernel, fused_loss
 from uaclm_dist.losses.objectives import OBJECTIVES, build_objective
+from uaclm_dist.losses.single_pass import chunk_tokens_for
 from uaclm_dist.losses.vocab_parallel import vocab_parallel_loss, vocab_shard_range
 
 REFERENCE = {"clm": R.clm_loss, "ua_clm": R.ua_clm_loss, "clm+ua": R.clm_plus_ua_loss}
@@ -63,27 +64,51 @@ OBJECTIVE_CASES = [
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("objective,kwargs", OBJECTIVE_CASES)
 @pytest.mark.parametrize("chunks", [(2, 7), (1024, 4096), (5, 53)])
-def test_fused_matches_reference(dtype, objective, kwargs, chunks):
+@pytest.mark.parametrize("head", ["trainable", "frozen"])
+def test_fused_matches_reference(dtype, objective, kwargs, chunks, head):
+    """Trainable head: the two-pass kernel (hidden, weight and bias gradients); frozen head (the
+    QLoRA case): the single-pass kernel (hidden gradient); both against float64 Eq. 2."""
     hidden, weight, bias, labels = _inputs(dtype)
     leaves = [x.double().requires_grad_(True) for x in (hidden, weight, bias)]
     ref = _reference(objective, leaves[0] @ leaves[1].T + leaves[2], labels, **kwargs)
     ref_grads = torch.autograd.grad(ref.loss, leaves)
 
-    fleaves = [x.clone().requires_grad_(True) for x in (hidden, weight, bias)]
+    trainable = head == "trainable"
+    fleaves = [hidden.detach().clone().requires_grad_(True)]
+    fleaves += [x.detach().clone().requires_grad_(trainable) for x in (weight, bias)]
     out = fused_loss(
         fleaves[0], fleaves[1], labels, bias=fleaves[2],
         objective=vpw.objective_for(objective, kwargs), chunk_tokens=chunks[0],
-        chunk_vocab=chunks[1],
+        chunk_vocab=chunks[1], kernel="two_pass" if trainable else "single_pass",
     )  # fmt: skip
-    grads = torch.autograd.grad(out.loss, fleaves)
+    grads = torch.autograd.grad(out.loss, fleaves if trainable else fleaves[:1])
     tol = TOL[dtype]
     _assert_close(out.loss, ref.loss, tol, "loss")
-    for name, g, rg in zip(("hidden", "weight", "bias"), grads, ref_grads, strict=True):
+    for name, g, rg in zip(("hidden", "weight", "bias"), grads, ref_grads, strict=False):
         _assert_close(g, rg, tol, f"grad {name}")
     ref_diag, diag = ref.as_floats(), out.as_floats()
     assert ref_diag.keys() == diag.keys()
     for key, value in ref_diag.items():
         assert math.isclose(diag[key], value, rel_tol=tol, abs_tol=tol), key
+
+
+def test_kernel_choice_follows_the_head():
+    hidden, weight, bias, _ = _inputs(torch.float32)
+    hidden.requires_grad_(True)
+    assert choose_kernel("auto", hidden, weight, bias) == "single_pass"
+    assert choose_kernel("auto", hidden, weight.requires_grad_(True), None) == "two_pass"
+    with pytest.raises(ValueError, match="frozen"):
+        choose_kernel("single_pass", hidden, weight, None)
+    with torch.no_grad():  # statistics only (the entropy probe): no gradient rows to prepare
+        assert choose_kernel("auto", hidden, weight, None) == "two_pass"
+    with pytest.raises(ValueError, match="auto, single_pass or two_pass"):
+        choose_kernel("fast", hidden, weight, None)
+
+
+def test_single_pass_chunk_follows_the_memory_budget():
+    assert chunk_tokens_for(32000, 64) == 524  # 64 MiB / (32,000 x 4 B)
+    assert chunk_tokens_for(128256, 64) == 130
+    assert chunk_tokens_for(10**9, 1) == 1
 
 
 TOKEN_OBJECTIVES = [n for n in OBJECTIVES.names() if not OBJECTIVES.get(n).needs_full_vocab]
@@ -93,7 +118,8 @@ TOKEN_OBJECTIVES = [n for n in OBJECTIVES.names() if not OBJECTIVES.get(n).needs
 @pytest.mark.parametrize("step", [0, 9])
 def test_every_registered_objective_fused_equals_its_dense_form(name, step):
     """Whatever is registered: the fused path (statistics -> from_stats) equals the objective's
-    own dense form, values and float64 gradients, early and late in its weight schedule."""
+    own dense form, values and float64 gradients, early and late in its weight schedule, with a
+    trainable head (two pass) and a frozen one (single pass, its gradient_directions)."""
     objective = build_objective(name)
     hidden, weight, bias, labels = _inputs(torch.float64)
     leaves = [x.clone().requires_grad_(True) for x in (hidden, weight, bias)]
@@ -108,6 +134,62 @@ def test_every_registered_objective_fused_equals_its_dense_form(name, step):
     for what, g, dg in zip(("hidden", "weight", "bias"), grads, dense_grads, strict=True):
         _assert_close(g, dg, 1e-10, f"{name} grad {what}")
     assert out.terms.keys() == dense.terms.keys()
+
+    h = hidden.clone().requires_grad_(True)
+    single = fused_loss(h, weight, labels, bias=bias, objective=objective, step=step,
+                        total_steps=10, chunk_tokens=4, kernel="single_pass")  # fmt: skip
+    (grad_h,) = torch.autograd.grad(single.loss, h)
+    _assert_close(single.loss, dense.loss, 1e-10, f"{name} single-pass loss")
+    _assert_close(grad_h, dense_grads[0], 1e-10, f"{name} single-pass grad hidden")
+
+
+class _NoDirections(type(UA_CLM)):
+    """UA-CLM without gradient directions: the kernel falls back to the identity basis."""
+
+    def gradient_directions(self, stats):
+        return None
+
+
+class _WrongDirections(type(UA_CLM)):
+    """UA-CLM claiming cross-entropy's direction: the backward must refuse it."""
+
+    name = "ua_clm_wrong_directions"
+
+    def gradient_directions(self, stats):
+        return build_objective("clm").gradient_directions(stats)
+
+
+def test_single_pass_without_directions_uses_the_identity_basis():
+    hidden, weight, bias, labels = _inputs(torch.float64)
+    h = hidden.clone().requires_grad_(True)
+    out = fused_loss(h, weight, labels, bias=bias, objective=_NoDirections(UA_CLM.config),
+                     chunk_tokens=5)  # fmt: skip
+    (grad,) = torch.autograd.grad(out.loss, h)
+    hd = hidden.clone().requires_grad_(True)
+    ref = R.ua_clm_loss(hd @ weight.T + bias, labels)
+    (ref_grad,) = torch.autograd.grad(ref.loss, hd)
+    _assert_close(out.loss, ref.loss, 1e-10, "loss")
+    _assert_close(grad, ref_grad, 1e-10, "grad hidden")
+
+
+def test_single_pass_refuses_a_gradient_outside_the_declared_directions():
+    hidden, weight, _, labels = _inputs(torch.float32)
+    h = hidden.clone().requires_grad_(True)
+    out = fused_loss(h, weight, labels, objective=_WrongDirections(UA_CLM.config))
+    with pytest.raises(RuntimeError, match="ua_clm_wrong_directions.*gradient_directions"):
+        out.loss.backward()
+
+
+def test_single_pass_scales_with_the_upstream_gradient():
+    """Loss scaling and gradient accumulation multiply the upstream gradient: the rows scale."""
+    hidden, weight, _, labels = _inputs(torch.float64)
+    grads = []
+    for factor in (1.0, -1024.0):
+        h = hidden.clone().requires_grad_(True)
+        out = fused_loss(h, weight, labels, objective=_clm_plus_ua(0.8), chunk_tokens=3)
+        (out.loss * factor).backward()
+        grads.append(h.grad / factor)
+    _assert_close(grads[1], grads[0], 1e-12, "scaled gradient")
 
 
 def test_clm_plus_ua_weight_follows_the_paper_schedule():
@@ -139,6 +221,13 @@ def test_fused_gradcheck_float64():
 
         assert torch.autograd.gradcheck(f, leaves), objective
 
+        def single(h, objective=objective, kwargs=kwargs):
+            return fused_loss(h, weight, labels, bias=bias,
+                              objective=vpw.objective_for(objective, kwargs), chunk_tokens=2,
+                              kernel="single_pass").loss  # fmt: skip
+
+        assert torch.autograd.gradcheck(single, (leaves[0],)), f"single pass {objective}"
+
 
 def test_fused_exact_ties_follow_torch_argmax():
     g = torch.Generator().manual_seed(1)
@@ -148,12 +237,14 @@ def test_fused_exact_ties_follow_torch_argmax():
     hidden = torch.randint(-2, 3, (40, 5), generator=g).double()
     logits = hidden @ weight.T
     labels = logits.argmax(-1)  # lowest index among maxima
-    out = fused_loss(hidden, weight, labels, objective=UA_CLM, chunk_tokens=7, chunk_vocab=4)
     ref = R.ua_clm_loss(logits.unsqueeze(0), labels.unsqueeze(0))
     n_ties = int(((logits == logits.max(-1, keepdim=True).values).sum(-1) > 1).sum())
     assert n_ties > 0, "fixture should contain exact ties"
-    assert out.as_floats()["n_incorrect"] == 0.0 == ref.as_floats()["n_incorrect"]
-    _assert_close(out.loss, ref.loss, 1e-12, "loss")
+    for kernel in ("two_pass", "single_pass"):
+        out = fused_loss(hidden, weight, labels, objective=UA_CLM, chunk_tokens=7, chunk_vocab=4,
+                         kernel=kernel)  # fmt: skip
+        assert out.as_floats()["n_incorrect"] == 0.0 == ref.as_floats()["n_incorrect"], kernel
+        _assert_close(out.loss, ref.loss, 1e-12, f"{kernel} loss")
 
 
 def test_fused_no_supervised_tokens_gives_zero_loss_and_zero_grad():
@@ -220,7 +311,7 @@ def test_vocab_parallel_matches_reference_over_gloo(world, tmp_path):
             first["objective"],
             first["kwargs"],
         )
-        what = f"world={world} {dtype} {case} {objective} {kwargs}"
+        what = f"world={world} {dtype} {case} {objective} {kwargs} {first['head']} head"
         hiddens, labels, weight, bias = vpw.make_inputs(world, dtype, case)
         w = weight.double().requires_grad_(True)
         b = bias.double().requires_grad_(True)
@@ -241,6 +332,9 @@ def test_vocab_parallel_matches_reference_over_gloo(world, tmp_path):
                 ), f"{what} rank {rank} {key}: {g} vs {value}"
         # The shard's weight gradient is d(sum of the ranks' losses)/dW_shard.
         grad_w, grad_b = torch.autograd.grad(total, (w, b))
+        if first["head"] == "frozen":
+            assert all(per_rank[r][i]["grad_weight"] is None for r in range(world)), what
+            continue
         for rank in range(world):
             got = per_rank[rank][i]
             rows = slice(got["start"], got["end"])

@@ -6,6 +6,7 @@ shard, runs ``vocab_parallel_loss`` + backward for each case, and saves what it 
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import torch
@@ -87,6 +88,11 @@ CASES = [
 ]
 
 
+#: "trainable": weight and bias shards require grad (two-pass kernel, head gradients checked);
+#: "frozen": they do not (the single-pass kernel, the QLoRA case).
+HEADS = ("trainable", "frozen")
+
+
 def head_token_stats(rank: int, world: int) -> dict:
     """``ShardedLMHead.token_stats`` (no grad) on this rank's supervised tokens, per case."""
     out = {}
@@ -107,26 +113,28 @@ def run_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         results = []
-        for dtype in (torch.float64, torch.float32):
-            for case, objective, kwargs in CASES:
-                hiddens, labels, weight, bias = make_inputs(world, dtype, case)
-                start, end = vocab_shard_range(VOCAB, rank, world)
-                h = hiddens[rank].clone().requires_grad_(True)
-                w = weight[start:end].clone().requires_grad_(True)
-                b = bias[start:end].clone().requires_grad_(True)
-                out = vocab_parallel_loss(
-                    h, w, labels[rank], vocab_start=start, group=None,
-                    objective=objective_for(objective, kwargs), bias_shard=b, chunk_tokens=3,
-                    chunk_vocab=5,
-                )  # fmt: skip
-                out.loss.backward()
-                results.append(
-                    dict(
-                        dtype=dtype, case=case, objective=objective, kwargs=kwargs,
-                        loss=out.loss.detach(), grad_hidden=h.grad, grad_weight=w.grad,
-                        grad_bias=b.grad, start=start, end=end, diagnostics=out.as_floats(),
-                    )
-                )  # fmt: skip
+        for dtype, (case, objective, kwargs), head in itertools.product(
+            (torch.float64, torch.float32), CASES, HEADS
+        ):
+            hiddens, labels, weight, bias = make_inputs(world, dtype, case)
+            start, end = vocab_shard_range(VOCAB, rank, world)
+            trainable = head == "trainable"  # frozen: the single-pass kernel, else two pass
+            h = hiddens[rank].clone().requires_grad_(True)
+            w = weight[start:end].clone().requires_grad_(trainable)
+            b = bias[start:end].clone().requires_grad_(trainable)
+            out = vocab_parallel_loss(
+                h, w, labels[rank], vocab_start=start, group=None,
+                objective=objective_for(objective, kwargs), bias_shard=b, chunk_tokens=3,
+                chunk_vocab=5,
+            )  # fmt: skip
+            out.loss.backward()
+            results.append(
+                dict(
+                    dtype=dtype, case=case, objective=objective, kwargs=kwargs, head=head,
+                    loss=out.loss.detach(), grad_hidden=h.grad, grad_weight=w.grad,
+                    grad_bias=b.grad, start=start, end=end, diagnostics=out.as_floats(),
+                )
+            )  # fmt: skip
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
         torch.save(head_token_stats(rank, world), os.path.join(out_dir, f"rank{rank}_stats.pt"))
     finally:

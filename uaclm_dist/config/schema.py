@@ -294,11 +294,23 @@ class ObjectiveConfig(_Section):
         description="'fused': chunked kernel that never materializes full logits; "
         "'vocab_parallel': LM head sharded over ranks; 'reference': dense, readable.",
     )
+    chunk_mib: float = Field(
+        64.0,
+        gt=0,
+        description="Frozen LM head (the (Q)LoRA case): MiB of fp32 logits per token chunk of the "
+        "single-pass fused loss; about three such chunks are alive at once.",
+    )
     chunk_tokens: int | None = Field(
-        None, ge=1, description="Tokens per chunk of the fused loss (null: automatic)."
+        None,
+        ge=1,
+        description="Tokens per chunk of the fused loss (null: from chunk_mib for a frozen head, "
+        "1024 for a trainable one).",
     )
     chunk_vocab: int | None = Field(
-        None, ge=1, description="Vocabulary entries per chunk of the fused loss (null: automatic)."
+        None,
+        ge=1,
+        description="Trainable LM head (two-pass kernel): vocabulary entries per chunk "
+        "(null: 4096).",
     )
 
 

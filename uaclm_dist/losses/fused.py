@@ -1,15 +1,21 @@
-"""Fused loss from hidden states: the LM head and the loss in one chunked pass.
+"""Fused loss from hidden states: the LM head and the loss without ``[tokens, vocab]`` logits.
 
-``fused_loss`` never materializes ``[tokens, vocab]`` logits: the forward keeps five numbers per
-token (see :mod:`uaclm_dist.losses.token_stats`), the backward recomputes logits one chunk at a
-time. Memory above the inputs is ``O(chunk_tokens * chunk_vocab)`` plus the ``[N, H]`` hidden-state
-gradient, whatever the vocabulary size.
+Two kernels, chosen by :func:`fused_loss`:
+
+- **single pass** (a frozen head, the (Q)LoRA case): token chunks of full vocabulary rows; each
+  chunk's statistics and hidden-state gradient rows are computed while its logits are in memory
+  (:mod:`uaclm_dist.losses.single_pass`). Memory above the inputs: a few ``[chunk, V]`` tensors
+  (``chunk_mib``) plus ``K`` ``[N, H]`` gradient rows.
+- **two pass** (a trainable head): the forward keeps five numbers per token over vocabulary
+  chunks, the backward recomputes the logits chunk by chunk for the head's gradient
+  (:mod:`uaclm_dist.losses.token_stats`). Memory: one ``chunk_tokens x chunk_vocab`` chunk.
 """
 
 from __future__ import annotations
 
 import torch
 
+from uaclm_dist.losses import single_pass as sp
 from uaclm_dist.losses import token_stats as ts
 from uaclm_dist.losses.objectives.base import Objective
 from uaclm_dist.losses.types import IGNORE_INDEX, LossOutput, TokenStats
@@ -54,6 +60,53 @@ class FusedTokenStats(torch.autograd.Function):
             None,
             None,
         )
+
+
+class SinglePassTokenStats(torch.autograd.Function):
+    """Frozen head: ``(hidden [N,H], weight [V,H], bias [V]|None, labels [N]) ->
+    (log p_y, log P, H, pred)``, each ``[N]``, with ``dL/dhidden`` prepared in the forward."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, objective, chunk_tokens):
+        final, directions, rows = sp.forward_rows(
+            hidden, weight, bias, labels, objective.gradient_directions,
+            chunk_tokens=chunk_tokens,
+        )  # fmt: skip
+        ctx.save_for_backward(directions, rows)
+        ctx.objective_name = objective.name
+        ctx.hidden_dtype = hidden.dtype
+        ctx.mark_non_differentiable(final.pred)
+        return final.log_prob_label, final.log_prob_pred, final.entropy, final.pred
+
+    @staticmethod
+    def backward(ctx, grad_label, grad_pred, grad_entropy, _grad_argmax):
+        directions, rows = ctx.saved_tensors
+        grad_hidden = sp.hidden_gradient(
+            (grad_label, grad_pred, grad_entropy), directions, rows, objective=ctx.objective_name
+        ).to(ctx.hidden_dtype)
+        return grad_hidden, None, None, None, None, None
+
+
+def choose_kernel(
+    kernel: str, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> str:
+    """The kernel ``auto`` means: ``single_pass`` when only the hidden states need a gradient
+    (a frozen head, the (Q)LoRA case), else ``two_pass`` (a trainable head needs the recompute;
+    without any gradient the two-pass forward is already a single sweep and prepares nothing).
+    An explicit ``single_pass`` with a trainable head is refused: it cannot give the head's
+    gradient."""
+    if kernel not in ("auto", "single_pass", "two_pass"):
+        raise ValueError(f"kernel must be auto, single_pass or two_pass, got {kernel!r}")
+    grad_on = torch.is_grad_enabled()
+    head_trainable = grad_on and (
+        weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    if kernel == "single_pass" and head_trainable:
+        raise ValueError("the single-pass kernel needs a frozen LM head (weight and bias)")
+    if kernel == "auto":
+        hidden_grad = grad_on and hidden.requires_grad
+        return "single_pass" if hidden_grad and not head_trainable else "two_pass"
+    return kernel
 
 
 def flatten_tokens(
@@ -114,6 +167,8 @@ def fused_loss(
     chunk_tokens: int | None = None,
     chunk_vocab: int | None = None,
     sequence_ids: torch.Tensor | None = None,
+    chunk_mib: float | None = None,
+    kernel: str = "auto",
 ) -> LossOutput:
     """The objective computed from final hidden states and the LM head, without full logits.
 
@@ -124,21 +179,27 @@ def fused_loss(
         objective: an :class:`~uaclm_dist.losses.objectives.Objective` (``build_objective``).
         step, total_steps: 0-based optimizer step and run length (the objective's schedule).
         bias: optional ``[V]`` LM-head bias.
-        chunk_tokens, chunk_vocab: chunk sizes (defaults 1024 tokens x 4096 vocabulary columns,
-            i.e. 16 MiB of fp32 logits per chunk).
+        chunk_tokens: tokens per chunk (default: single pass from ``chunk_mib``, two pass 1024).
+        chunk_vocab: vocabulary columns per chunk of the two-pass kernel (default 4096).
         sequence_ids: ``[N]`` sequence of each token (``sequence`` pooling with flat inputs).
+        chunk_mib: single pass: MiB of fp32 logits per token chunk (default
+            :data:`~uaclm_dist.losses.single_pass.DEFAULT_CHUNK_MIB`).
+        kernel: ``auto`` (single pass for a frozen head, two pass for a trainable one),
+            ``single_pass`` or ``two_pass``.
     """
     require_token_objective(objective)
     hidden, labels, sequence_ids = flatten_tokens(hidden, labels, sequence_ids)
     hidden, labels, sequence_ids = select_supervised(hidden, labels, sequence_ids, ignore_index)
-    outputs = FusedTokenStats.apply(
-        hidden,
-        weight,
-        bias,
-        labels,
-        chunk_tokens or ts.DEFAULT_CHUNK_TOKENS,
-        chunk_vocab or ts.DEFAULT_CHUNK_VOCAB,
-    )
+    if choose_kernel(kernel, hidden, weight, bias) == "single_pass":
+        outputs = SinglePassTokenStats.apply(
+            hidden, weight, bias, labels, objective,
+            chunk_tokens or sp.chunk_tokens_for(weight.shape[0], chunk_mib),
+        )  # fmt: skip
+    else:
+        outputs = FusedTokenStats.apply(
+            hidden, weight, bias, labels,
+            chunk_tokens or ts.DEFAULT_CHUNK_TOKENS, chunk_vocab or ts.DEFAULT_CHUNK_VOCAB,
+        )  # fmt: skip
     stats = stats_from_outputs(*outputs, labels)
     return objective.from_stats(
         stats, step=step, total_steps=total_steps, sequence_ids=sequence_ids

@@ -28,8 +28,10 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from uaclm_dist.losses import single_pass as sp
 from uaclm_dist.losses import token_stats as ts
 from uaclm_dist.losses.fused import (
+    choose_kernel,
     flatten_tokens,
     fused_loss,
     require_token_objective,
@@ -87,6 +89,76 @@ def _reduce_scatter_rows(full: torch.Tensor, sizes: list[int], rank: int, group)
     return out[: sizes[rank]]
 
 
+def reduce_state(state: ts.SoftmaxState, group) -> ts.SoftmaxState:
+    """The softmax state over all columns from every rank's state over its shard (same tokens
+    on every rank): MAX of the max logit, one packed SUM of (s, t, z_y, has_label) rescaled to
+    it, MIN of the argmax candidates (lowest global index among the maxima)."""
+    global_max = state.max_logit.clone()
+    dist.all_reduce(global_max, op=dist.ReduceOp.MAX, group=group)
+    sum_exp, moment = ts.rescale(state, global_max)
+    packed = torch.stack([sum_exp, moment, state.label_logit, state.has_label.to(sum_exp.dtype)])
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
+    pred = torch.where(state.max_logit == global_max, state.pred, ts.NO_PRED)
+    dist.all_reduce(pred, op=dist.ReduceOp.MIN, group=group)
+    return ts.SoftmaxState(global_max, packed[0], packed[1], pred, packed[2], packed[3] > 0)
+
+
+def _gather_sizes(n_mine: int, chunk_mine: int, group, device) -> tuple[list[int], int]:
+    """Every rank's supervised token count, and the smallest chunk any rank asked for (the
+    single-pass kernel's per-chunk collectives need the same chunks on every rank)."""
+    mine = torch.tensor([n_mine, chunk_mine], dtype=torch.int64, device=device)
+    parts = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, mine, group=group)
+    return [int(p[0]) for p in parts], min(int(p[1]) for p in parts)
+
+
+class VocabParallelSinglePass(torch.autograd.Function):
+    """Frozen head shard, one pass: ``(hidden [n_r,H], weight_shard [V_r,H], bias_shard,
+    labels [n_r]) -> (log p_y, log P, H, pred)`` for this rank's tokens, each ``[n_r]``.
+
+    Forward: all-gather the group's supervised hidden states; per token chunk, this shard's
+    logits, the chunk's statistics reduced over the group (:func:`reduce_state`, three small
+    collectives) and this shard's gradient rows (:mod:`uaclm_dist.losses.single_pass`); then one
+    reduce-scatter hands each rank the summed rows of its own tokens. Backward: local only (it
+    rescales the rows; no collective, no logits).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, vocab_start, group, objective, chunk_tokens):
+        rank = dist.get_rank(group)
+        sizes, chunk = _gather_sizes(hidden.shape[0], chunk_tokens, group, hidden.device)
+        offset = sum(sizes[:rank])
+        hidden_all = _all_gather_padded(hidden, sizes, group)  # [N, H]
+        labels_all = _all_gather_padded(labels, sizes, group)  # [N]
+        final, directions, rows = sp.forward_rows(
+            hidden_all, weight, bias, labels_all, objective.gradient_directions,
+            vocab_start=vocab_start, chunk_tokens=chunk,
+            reduce=lambda state: reduce_state(state, group),
+        )  # fmt: skip
+        n_all, k_dirs, width = rows.shape
+        mine = slice(offset, offset + sizes[rank])
+        rows_mine = _reduce_scatter_rows(rows.reshape(n_all, k_dirs * width), sizes, rank, group)
+        ctx.save_for_backward(directions[mine].clone(), rows_mine.reshape(-1, k_dirs, width))
+        ctx.objective_name = objective.name
+        ctx.hidden_dtype = hidden.dtype
+        pred_mine = final.pred[mine].clone()
+        ctx.mark_non_differentiable(pred_mine)
+        return (
+            final.log_prob_label[mine].clone(),
+            final.log_prob_pred[mine].clone(),
+            final.entropy[mine].clone(),
+            pred_mine,
+        )
+
+    @staticmethod
+    def backward(ctx, grad_label, grad_pred, grad_entropy, _grad_argmax):
+        directions, rows = ctx.saved_tensors
+        grad_hidden = sp.hidden_gradient(
+            (grad_label, grad_pred, grad_entropy), directions, rows, objective=ctx.objective_name
+        ).to(ctx.hidden_dtype)
+        return grad_hidden, None, None, None, None, None, None, None
+
+
 class VocabParallelTokenStats(torch.autograd.Function):
     """Sharded ``(hidden [n_r,H], weight_shard [V_r,H], bias_shard, labels [n_r]) ->
     (log p_y, log P, H, pred)`` for this rank's tokens, each ``[n_r]``."""
@@ -107,20 +179,7 @@ class VocabParallelTokenStats(torch.autograd.Function):
             vocab_start=vocab_start, chunk_tokens=chunk_tokens, chunk_vocab=chunk_vocab,
         )  # fmt: skip
 
-        # (3) global max logit per token.
-        global_max = state.max_logit.clone()
-        dist.all_reduce(global_max, op=dist.ReduceOp.MAX, group=group)
-        # (4) sum-exp, moment, label logit and label ownership, relative to the global max.
-        sum_exp, moment = ts.rescale(state, global_max)
-        packed = torch.stack(
-            [sum_exp, moment, state.label_logit, state.has_label.to(sum_exp.dtype)]
-        )
-        dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
-        # (5) lowest global index among the maxima.
-        pred = torch.where(state.max_logit == global_max, state.pred, ts.NO_PRED)
-        dist.all_reduce(pred, op=dist.ReduceOp.MIN, group=group)
-
-        merged = ts.SoftmaxState(global_max, packed[0], packed[1], pred, packed[2], packed[3] > 0)
+        merged = reduce_state(state, group)
         stats = ts.finalize(merged)
         ctx.save_for_backward(
             hidden_all, weight, bias, labels_all, stats.lse, stats.mean_logit, stats.pred
@@ -184,6 +243,8 @@ def vocab_parallel_loss(
     chunk_tokens: int | None = None,
     chunk_vocab: int | None = None,
     sequence_ids: torch.Tensor | None = None,
+    chunk_mib: float | None = None,
+    kernel: str = "auto",
 ) -> LossOutput:
     """This rank's loss on its own tokens, with the head's vocabulary sharded over ``group``.
 
@@ -206,13 +267,20 @@ def vocab_parallel_loss(
             hidden, weight_shard, labels, objective=objective, step=step,
             total_steps=total_steps, bias=bias_shard, ignore_index=ignore_index,
             chunk_tokens=chunk_tokens, chunk_vocab=chunk_vocab, sequence_ids=sequence_ids,
+            chunk_mib=chunk_mib, kernel=kernel,
         )  # fmt: skip
     hidden, labels, sequence_ids = flatten_tokens(hidden, labels, sequence_ids)
     hidden, labels, sequence_ids = select_supervised(hidden, labels, sequence_ids, ignore_index)
-    outputs = VocabParallelTokenStats.apply(
-        hidden, weight_shard, bias_shard, labels, vocab_start, group,
-        chunk_tokens or ts.DEFAULT_CHUNK_TOKENS, chunk_vocab or ts.DEFAULT_CHUNK_VOCAB,
-    )  # fmt: skip
+    if choose_kernel(kernel, hidden, weight_shard, bias_shard) == "single_pass":
+        outputs = VocabParallelSinglePass.apply(
+            hidden, weight_shard, bias_shard, labels, vocab_start, group, objective,
+            chunk_tokens or sp.chunk_tokens_for(weight_shard.shape[0], chunk_mib),
+        )  # fmt: skip
+    else:
+        outputs = VocabParallelTokenStats.apply(
+            hidden, weight_shard, bias_shard, labels, vocab_start, group,
+            chunk_tokens or ts.DEFAULT_CHUNK_TOKENS, chunk_vocab or ts.DEFAULT_CHUNK_VOCAB,
+        )  # fmt: skip
     stats = stats_from_outputs(*outputs, labels)
     return objective.from_stats(
         stats, step=step, total_steps=total_steps, sequence_ids=sequence_ids

@@ -132,7 +132,8 @@ class ShardedLMHead(torch.nn.Module):
                 ``world_size == 1``; otherwise every rank of the group must call this.
             objective: the :class:`~uaclm_dist.losses.objectives.Objective` to compute.
             loss_kwargs: ``step``, ``total_steps``, ``ignore_index``, ``chunk_tokens``,
-                ``chunk_vocab``, ``sequence_ids`` (see :func:`uaclm_dist.losses.fused.fused_loss`).
+                ``chunk_vocab``, ``chunk_mib``, ``sequence_ids``, ``kernel`` (see
+                :func:`uaclm_dist.losses.fused.fused_loss`).
         """
         if hidden.shape[-1] != self.hidden_size:
             raise ValueError(

@@ -35,7 +35,8 @@ class CausalLMWithLoss(torch.nn.Module):
         objective: the objective to train with (``build_objective(cfg.objective)``).
         implementation: ``fused`` / ``vocab_parallel`` (statistics from the head shard, the
             shard decided when the head was built) or ``reference`` (dense logits).
-        chunk_tokens, chunk_vocab: chunk sizes of the fused kernels (None: their defaults).
+        chunk_tokens, chunk_vocab, chunk_mib: chunk sizes of the fused kernels (None: their
+            defaults; see :func:`uaclm_dist.losses.fused.fused_loss`).
     """
 
     def __init__(
@@ -47,13 +48,16 @@ class CausalLMWithLoss(torch.nn.Module):
         implementation: str = "fused",
         chunk_tokens: int | None = None,
         chunk_vocab: int | None = None,
+        chunk_mib: float | None = None,
     ):
         super().__init__()
         self.model = model
         object.__setattr__(self, "head", head)  # not a registered submodule (see class doc)
         self.objective = objective
         self.dense = implementation == "reference" or objective.needs_full_vocab
-        self.chunks = {"chunk_tokens": chunk_tokens, "chunk_vocab": chunk_vocab}
+        self.chunks = {
+            "chunk_tokens": chunk_tokens, "chunk_vocab": chunk_vocab, "chunk_mib": chunk_mib
+        }
 
     def forward(
         self, *, labels: torch.Tensor, step: int, total_steps: int, **model_inputs: torch.Tensor

@@ -136,6 +136,7 @@ class TrainingWorker:
         self.module = CausalLMWithLoss(
             self.peft_model, head, plan.objective, implementation=cfg.objective.implementation,
             chunk_tokens=cfg.objective.chunk_tokens, chunk_vocab=cfg.objective.chunk_vocab,
+            chunk_mib=cfg.objective.chunk_mib,
         )  # fmt: skip
         params = [p for _, p in trainable_parameters(self.module)]
         optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)

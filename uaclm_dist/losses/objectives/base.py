@@ -68,6 +68,19 @@ class Objective:
             f"dense logits (objective.implementation: reference)"
         )
 
+    def gradient_directions(self, stats: TokenStats) -> torch.Tensor | None:
+        """Per-token directions of the loss gradient, for the single-pass fused kernel.
+
+        Returns ``[n, K, 3]``: for each token, K vectors over ``(log p_y, log P, H)`` such that
+        the gradient of :meth:`from_stats`'s loss with respect to that token's three statistics
+        is ``sum_k s_k d_k`` for some scalars ``s_k`` that may depend on the whole batch (the
+        normalisers). Computed from the token's own statistics only (``stats`` holds one chunk
+        of tokens, all supervised). None (the default) means "unknown": the kernel then uses
+        the three unit vectors, exact for any objective but with three gradient matmuls instead
+        of K. The kernel checks the span in the backward and raises if it is wrong.
+        """
+        return None
+
     def dense(
         self,
         logits: torch.Tensor,

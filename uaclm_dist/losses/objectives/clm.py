@@ -15,6 +15,15 @@ class Clm(Objective):
         clm = masked_mean(-stats.log_prob_label, stats.valid)
         return loss_output(self.graph_anchor(stats) + clm, stats, {"clm": clm})
 
+    def gradient_directions(self, stats):
+        """The mean of -log p_y: every token's gradient is along (-1, 0, 0)."""
+        import torch
+
+        n = stats.entropy.shape[0]
+        d = torch.zeros(n, 1, 3, dtype=stats.entropy.dtype, device=stats.entropy.device)
+        d[:, 0, 0] = -1.0
+        return d
+
     def dense(self, logits, labels, *, step=0, total_steps=1, ignore_index=IGNORE_INDEX):
         from uaclm_dist.losses import reference as R
 

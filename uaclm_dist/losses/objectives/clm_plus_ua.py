@@ -20,6 +20,18 @@ class ClmPlusUa(UaClm):
             switch_fraction=cfg.beta_switch_fraction,
         )  # fmt: skip
 
+    def gradient_directions(self, stats):
+        """Two per token: cross-entropy's (-1, 0, 0) (scale 1/N) and the UA direction (scale
+        beta/|C| or beta/|C~|), whose ratio is known only for the whole batch."""
+        import torch
+
+        from uaclm_dist.losses.objectives.ua_pooling import ua_token_directions
+
+        ua = ua_token_directions(stats, self.config.ua_eps)
+        clm = torch.zeros_like(ua)
+        clm[:, 0] = -1.0
+        return torch.stack([clm, ua], dim=1)
+
     def from_stats(self, stats, *, step, total_steps, sequence_ids=None):
         from uaclm_dist.losses.types import loss_output, masked_mean
 

@@ -19,6 +19,13 @@ class UaClm(Objective):
         )
         return incorrect, correct, incorrect + correct
 
+    def gradient_directions(self, stats):
+        """A token's UA gradient is its own unnormalised term's gradient over 1/|C| or 1/|C~|
+        (per sequence under ``sequence`` pooling): one direction per token."""
+        from uaclm_dist.losses.objectives.ua_pooling import ua_token_directions
+
+        return ua_token_directions(stats, self.config.ua_eps).unsqueeze(1)
+
     def from_stats(self, stats, *, step, total_steps, sequence_ids=None):
         from uaclm_dist.losses.types import loss_output
 

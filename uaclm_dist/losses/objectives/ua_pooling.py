@@ -22,6 +22,25 @@ def _segment_mean(values: torch.Tensor, mask: torch.Tensor, segments: torch.Tens
     return total / count.clamp(min=1)
 
 
+def ua_token_directions(stats: TokenStats, eps: float) -> torch.Tensor:
+    """``[n, 3]``: gradient of each token's own unnormalised Eq. 2 term with respect to its
+    ``(log p_y, log P, H)``: ``-P log tanh H`` if incorrect, ``-(1 - P) log(1 - tanh H)`` if
+    correct (the same functions as the loss, so the clamp at ``eps`` is the same too). Every
+    pooling divides these terms by positive counts, so this is the direction of the token's UA
+    gradient under any pooling."""
+    log_prob_pred = stats.log_prob_pred.detach().requires_grad_(True)
+    entropy = stats.entropy.detach().requires_grad_(True)
+    with torch.enable_grad():
+        prob = log_prob_pred.exp()
+        per_token = torch.where(
+            stats.correct,
+            -(1.0 - prob) * log_one_minus_tanh(entropy),
+            -prob * log_tanh(entropy, eps),
+        )
+        d_pred, d_entropy = torch.autograd.grad(per_token.sum(), (log_prob_pred, entropy))
+    return torch.stack([torch.zeros_like(d_pred), d_pred, d_entropy], dim=1)
+
+
 def ua_terms_by_sequence(
     stats: TokenStats, sequence_ids: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
