@@ -68,9 +68,15 @@ def ray_runtime_env(cfg: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
     console's default mode), :data:`uaclm_dist.console.QUIET_ENV`.
     """
     from uaclm_dist.console import QUIET_ENV
+    from uaclm_dist.secrets import is_secret_name
 
     env = {**FIXED_ENV, **DEFAULT_ENV, **(QUIET_ENV if quiet else {})}
     env.update({key: os.environ[key] for key in PASSTHROUGH_ENV if key in os.environ})
+    # Workers read credentials from their own environment or files (~/.netrc, token files),
+    # never from a runtime env that Ray records and shows in its dashboard.
+    leaked = sorted(key for key in env if is_secret_name(key))
+    if leaked:
+        raise RuntimeError(f"refusing to forward secrets to Ray workers: {', '.join(leaked)}")
     if cfg.distributed.gloo_socket_ifname:
         env["GLOO_SOCKET_IFNAME"] = cfg.distributed.gloo_socket_ifname
     if cfg.distributed.nccl_socket_ifname:

@@ -592,3 +592,24 @@ if __name__ == "__main__":
         if network:
             network.teardown()
         m.stop()
+
+
+#: Recognisable fake credentials: set in the environment of real runs, then searched for in
+#: every file they wrote (issue 13: secrets never leak).
+FAKE_SECRETS = {
+    "WANDB_API_KEY": "fake-wandb-key-7f3a9c1e5b",
+    "HF_TOKEN": "hf_fakeTokenQ8w2Xk4Lm9",
+    "MY_SERVICE_PASSWORD": "fake-password-6d0e2b8a",
+}
+
+
+def files_holding_secrets(root: Path, values: tuple[str, ...] | None = None) -> list[str]:
+    """Files under ``root`` (text or binary) that contain any of the secret ``values``
+    (default: :data:`FAKE_SECRETS`)."""
+    values = tuple(FAKE_SECRETS.values()) if values is None else values
+    found = []
+    for path in Path(root).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            found += [f"{path}: {v[:8]}..." for v in values if v.encode() in data]
+    return found

@@ -257,9 +257,11 @@ def test_ray_job_submit_to_a_local_head_with_token_auth_succeeds(state):
                          env=wrong, check=False, timeout=120)  # fmt: skip
         assert refused.returncode != 0, refused.stdout
         out = state / "submitted"
+        # fake credentials in the submitter's environment must not travel with the job
         proc = cf.run([str(REPO / "launchers" / "submit.sh"), head.dashboard,
                        "configs/tiny_test.yaml", "optim.max_steps=4",
-                       f"logging.output_dir={out}"], env=env, timeout=300, cwd=state)  # fmt: skip
+                       f"logging.output_dir={out}"], env={**env, **cf.FAKE_SECRETS}, timeout=300,
+                      cwd=state)  # fmt: skip
         job_id = re.search(r"submitted: (\S+)", proc.stdout).group(1)
         assert "ray job logs -f" in proc.stdout and "ray job stop" in proc.stdout
 
@@ -287,6 +289,13 @@ def test_ray_job_submit_to_a_local_head_with_token_auth_succeeds(state):
             assert not (pkg / excluded).exists(), excluded
         info = json.loads((out / "run_info.json").read_text())
         assert info["git_commit"] is None  # no .git in the uploaded copy
+        job_info = cf.run([str(VENV_BIN / "python"), "-c", JOB_INFO, head.dashboard, job_id],
+                          env=env, timeout=120).stdout  # fmt: skip
+        assert "working_dir" in job_info  # the recorded runtime env
+        token = Path(env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+        secrets = (*cf.FAKE_SECRETS.values(), token)
+        assert not [v[:8] for v in secrets if v in job_info + logs], "a secret reached the job"
+        assert cf.files_holding_secrets(out, secrets) == []
         print(f"ray job submit: {time.time() - started:.0f} s")
     finally:
         head_pid = head.pid()
@@ -297,6 +306,14 @@ def test_ray_job_submit_to_a_local_head_with_token_auth_succeeds(state):
     if head_pid is not None:
         cf.wait_for("the head's processes to exit", lambda: not _group_alive(head_pid), 30)
 
+
+JOB_INFO = """
+import json, sys
+from ray.job_submission import JobSubmissionClient
+info = JobSubmissionClient(sys.argv[1]).get_job_info(sys.argv[2])
+print(json.dumps({"runtime_env": info.runtime_env, "entrypoint": info.entrypoint,
+                  "metadata": info.metadata}, default=str))
+"""
 
 JOB_STATUS = """
 import sys

@@ -24,9 +24,12 @@ RUN_STATE = "run_state.json"
 
 
 def rng_state() -> dict:
+    """python / numpy / torch (/ CUDA) RNG states, in types ``torch.load(weights_only=True)``
+    accepts (tensors, tuples, ints, floats, str): a checkpoint file is never unpickled as code."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -34,7 +37,9 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos,
+                         has_gauss, cached))  # fmt: skip
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -68,7 +73,7 @@ def load_rank_files(directory: Path, engine, rank: int) -> None:
         raise RuntimeError(f"DeepSpeed found no checkpoint under {directory}/ds")
     rng_file = Path(directory) / "rng" / f"rank{rank}.pt"
     if rng_file.exists():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+        set_rng_state(torch.load(rng_file, weights_only=True))
 
 
 def is_complete(directory: Path) -> bool:

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from uaclm_dist.config import RunConfig
+from uaclm_dist.secrets import redact
 
 
 class MetricsSink:
@@ -32,7 +33,7 @@ class MetricsSink:
             self.wandb = wandb.init(
                 project=cfg.logging.wandb_project, name=cfg.logging.run_name or out_dir.name,
                 id=run_id, resume="allow", mode=cfg.logging.wandb_mode, dir=str(out_dir),
-                config=cfg.to_dict(),
+                config=json.loads(redact(json.dumps(cfg.to_dict(), default=str))),
             )  # fmt: skip
 
     def log(self, row: dict, *, probe: bool = False) -> None:

@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 from uaclm_dist.config import REPO_ROOT, ConfigError, RunConfig
+from uaclm_dist.secrets import redact
 
 PINNED_PACKAGES = (
     "torch", "deepspeed", "ray", "transformers", "peft", "bitsandbytes", "datasets", "wandb",
@@ -110,7 +111,7 @@ def open_resumed_run_dir(cfg: RunConfig, run_dir: str | Path) -> tuple[Path, str
 
 
 def write_run_info(out: Path, cfg: RunConfig, run_id: str, extra: dict) -> None:
-    (out / "config.yaml").write_text(cfg.to_yaml())
+    (out / "config.yaml").write_text(redact(cfg.to_yaml()))
     info = {
         "run_id": run_id,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -123,7 +124,7 @@ def write_run_info(out: Path, cfg: RunConfig, run_id: str, extra: dict) -> None:
         "config": cfg.to_dict(),
         **extra,
     }
-    (out / RUN_INFO).write_text(json.dumps(info, indent=2, default=str))
+    (out / RUN_INFO).write_text(redact(json.dumps(info, indent=2, default=str)))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
