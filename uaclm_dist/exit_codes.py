@@ -26,3 +26,8 @@ EXIT_INTERRUPTED = 130
 #: Former name of :data:`EXIT_BAD_INPUT`.
 EXIT_CONFIG_ERROR = EXIT_BAD_INPUT
 
+
+
+class CommandFailed(RuntimeError):
+    """A command failed for a reason a person can act on (not its input): ``uaclm`` prints
+    ``uaclm: error: <message>`` without a traceback and exits with :data:`EXIT_FAILURE`."""

@@ -332,6 +332,12 @@ class OptimConfig(_Section):
     micro_batch_size: int = Field(1, ge=1, description="Sequences per worker per forward pass.")
     grad_accumulation: int = Field(2, ge=1, description="Micro-batches per optimizer step.")
     grad_clip: float = Field(1.0, ge=0, description="Gradient-norm clip (0: no clipping).")
+    max_skipped_in_a_row: int = Field(
+        3,
+        ge=1,
+        description="A step whose loss or gradient norm is not finite is skipped on every rank "
+        "(no update, counted in the metrics); abort after this many skipped in a row.",
+    )
     seed: int = Field(0, ge=0, description="Seed for initialization, shuffling and dropout.")
 
 

@@ -38,10 +38,14 @@ class MetricsSink:
 
     def log(self, row: dict, *, probe: bool = False) -> None:
         """Append a row (``row["step"]``: optimizer steps done) to metrics.jsonl, or to
-        probe.jsonl with ``probe`` (W&B keys then get a ``probe/`` prefix). NaN becomes null."""
+        probe.jsonl with ``probe`` (W&B keys then get a ``probe/`` prefix). NaN and inf become
+        null."""
         if self.rank != 0:
             return
-        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        clean = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in row.items()
+        }
         with (self.probe_path if probe else self.path).open("a") as f:
             f.write(json.dumps(clean) + "\n")
         if self.wandb is not None:

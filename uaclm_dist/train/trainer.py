@@ -18,6 +18,7 @@ from uaclm_dist.config import ConfigError, RunConfig
 from uaclm_dist.losses.objectives import build_objective
 from uaclm_dist.train import run_dir as rd
 from uaclm_dist.train.checkpoint import latest_checkpoint
+from uaclm_dist.train.nonfinite import raise_if_aborted, set_aside_aborted
 from uaclm_dist.train.plan import TrainPlan
 from uaclm_dist.train.schedule import steps_per_epoch, total_steps
 from uaclm_dist.train.sharding import wrapped_examples
@@ -114,7 +115,12 @@ class _Progress(threading.Thread):
                 break
             row = json.loads(line)
             self.bar.update(row["step"] - self.bar.n)
-            self.bar.set_postfix(loss=f"{row['loss']:.4f}", acc=fmt(row.get("token_accuracy")))
+            loss = row.get("loss")  # null: not finite (that step was skipped)
+            postfix = {"loss": "non-finite" if loss is None else f"{loss:.4f}",
+                       "acc": fmt(row.get("token_accuracy"))}  # fmt: skip
+            if row.get("skipped_steps"):
+                postfix["skipped"] = row["skipped_steps"]
+            self.bar.set_postfix(postfix)
 
     def close(self) -> None:
         self.stop_event.set()
@@ -186,7 +192,9 @@ def run_training(
         resume_dir=str(resume_checkpoint) if resume_checkpoint else None,
         stop_at_step=start_step + stop_after_steps if stop_after_steps else None,
     )  # fmt: skip
+    set_aside_aborted(out)
     result = _fit(plan, start_step, verbose=verbose)
+    raise_if_aborted(out)
     metrics = result.metrics or {}
     stopped = not metrics.get("final", False)
     summary = summarize(out, metrics, stopped)

@@ -7,6 +7,7 @@ also writes metrics.jsonl, probe.jsonl, W&B and the adapter.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import resource
@@ -28,6 +29,12 @@ from uaclm_dist.train import checkpoint as ckpt
 from uaclm_dist.train.adapters import save_adapter, trainable_parameters
 from uaclm_dist.train.ds_config import load_deepspeed_config
 from uaclm_dist.train.metrics_sink import MetricsSink
+from uaclm_dist.train.nonfinite import (
+    NonFiniteError,
+    SkippedStepGuard,
+    assert_finite_trainable,
+    write_aborted,
+)
 from uaclm_dist.train.objective import CausalLMWithLoss, split_batch
 from uaclm_dist.train.plan import TrainPlan
 from uaclm_dist.train.probe import ProbeTokens, measure, summarize
@@ -118,6 +125,7 @@ class TrainingWorker:
         self.start_step, resume_dir = self._resume()
         self.sink = MetricsSink(self.cfg, self.out_dir, plan.run_id, self.rank, self.start_step)
         self.probe_base = self._probe_baseline(resume_dir)
+        self.skip_guard = SkippedStepGuard(self.cfg.optim.max_skipped_in_a_row)
         if self.rank == 0:
             print(f"[uaclm] rank 0/{self.world}: {self.n_trainable:,} trainable of "
                   f"{self.n_total:,} parameters; steps {self.start_step}..{plan.total_steps}",
@@ -182,6 +190,15 @@ class TrainingWorker:
 
     def run(self) -> None:
         """Train from ``start_step`` to the end, or until a stop is requested."""
+        try:
+            self._train_to_the_end()
+        except NonFiniteError as exc:  # a decision every rank took alike (all-reduced inputs)
+            if self.rank == 0:
+                write_aborted(self.out_dir, exc)
+                print(f"[uaclm] aborted: {exc}", flush=True)
+            self.sink.close()
+
+    def _train_to_the_end(self) -> None:
         plan = self.plan
         metrics: dict = {}
         steps_done = self.start_step
@@ -208,6 +225,7 @@ class TrainingWorker:
         t0 = time.perf_counter()
         step_metrics, n_seen_tokens = StepMetrics(), 0
         lr = self.engine.get_lr()[0]
+        skipped_before = self.engine.skipped_steps
         for indices in step_micro_batches(
             len(plan.examples), step, steps_per_epoch=plan.steps_per_epoch,
             micro=cfg.optim.micro_batch_size, accum=cfg.optim.grad_accumulation,
@@ -233,6 +251,11 @@ class TrainingWorker:
             peak_memory_mb=float(peak.item()) / 2**20,
             beta=plan.objective.weight(step, plan.total_steps),
         )  # fmt: skip
+        # DeepSpeed skipped the update on every rank alike if the gradient norm was not finite.
+        skipped = self.engine.skipped_steps > skipped_before
+        finite = math.isfinite(metrics["loss"])
+        self.skip_guard.update(step + 1, skipped=skipped, loss_finite=finite)
+        metrics.update(step_skipped=skipped, skipped_steps=self.skip_guard.total)
         return metrics
 
     def _stop_requested(self, steps_done: int) -> bool:
@@ -253,6 +276,7 @@ class TrainingWorker:
         """Collective: DeepSpeed state + RNG (every rank), adapter and run state (rank 0),
         reported to Ray Train. The final one also becomes the run's ``adapter/``."""
         zero_stage = self.cfg.distributed.zero_stage
+        assert_finite_trainable(self.module, self.device)
         with tempfile.TemporaryDirectory(prefix="uaclm-ckpt-") as tmp:
             tmp_path = Path(tmp)
             ckpt.save_rank_files(tmp_path, self.engine, self.rank)
