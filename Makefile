@@ -18,7 +18,7 @@ DEMO_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test lint bench demo system-packages clean
+.PHONY: venv test lint bench demo study system-packages clean
 
 venv: $(STAMP)
 
@@ -62,6 +62,14 @@ demo: venv
 	  --adapter ua_clm=$(DEMO_DIR)/ua_clm --adapter clm+ua=$(DEMO_DIR)/clm_ua \
 	  --out $(DEMO_DIR)/eval
 	@echo "report: $(DEMO_DIR)/eval/report.md"
+
+# The study (issue 11 item 6): objective {clm, ua_clm, clm+ua} x data.loss_on {all, answer} x
+# seeds {0, 1} on the demo setting, each cell trained and evaluated (resumable: a rerun skips
+# finished cells and retries failed ones), then one table aggregated over seeds.
+STUDY_SPEC ?= configs/sweeps/study.yaml
+study: venv
+	$(UACLM) sweep run $(STUDY_SPEC) || status=$$?; \
+	$(UACLM) sweep collect $(STUDY_SPEC) && exit $${status:-0}
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -8,6 +8,7 @@
     uaclm stop RUN_DIR                           checkpoint and stop a running training
     uaclm resources CONFIG train|eval [key=value ...]   "WORKERS CPUS GPUS" the run asks Ray for
     uaclm cluster wait --nodes N [--cpus C] [--gpus G] [--timeout S] [--address ADDR] [--pid PID]
+    uaclm sweep plan|run|collect SPEC            study sweeps (uaclm_dist/sweep/)
 
 ``train``, ``eval`` and ``run`` show progress bars, the summary and errors; Ray's, DeepSpeed's and
 the workers' output goes to ``logs/`` in the run (evaluation) folder, or to the console with
@@ -43,7 +44,9 @@ from uaclm_dist.exit_codes import (
     EXIT_NOT_IMPLEMENTED,
     EXIT_OK,
     EXIT_STOPPED,
+    CommandFailed,
 )
+from uaclm_dist.sweep.cli import SWEEP_ARGUMENTS, SWEEP_SUBCOMMANDS
 
 PROG = "uaclm"
 
@@ -252,6 +255,11 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    """Plan, run and collect a study sweep (train + eval over a grid of config values)."""
+    return SWEEP_SUBCOMMANDS[args.action](args)
+
+
 #: Subcommand name -> handler. The handler's docstring (first line) is its help text.
 COMMANDS: dict[str, Handler] = {
     "config": _config,
@@ -261,12 +269,14 @@ COMMANDS: dict[str, Handler] = {
     "stop": _stop,
     "resources": _resources,
     "cluster": _cluster,
+    "sweep": _sweep,
 }
 
 #: Commands with actions (``uaclm config show``): command -> action -> handler.
 ACTIONS: dict[str, dict[str, Handler]] = {
     "config": CONFIG_SUBCOMMANDS,
     "cluster": CLUSTER_SUBCOMMANDS,
+    "sweep": SWEEP_SUBCOMMANDS,
 }
 
 #: Commands (and ``command action`` pairs) whose arguments are ``CONFIG [key=value ...]``.
@@ -370,6 +380,7 @@ ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "resources": _resources_arguments,
     "config get": _config_get_arguments,
     "cluster wait": _cluster_wait_arguments,
+    **SWEEP_ARGUMENTS,
 }
 
 
@@ -420,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except CommandFailed as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

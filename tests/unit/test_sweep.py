@@ -1,0 +1,543 @@
+"""`uaclm sweep`: spec checks, cell expansion and ids, the local backend with a fake command
+runner (order, resume, failures), and `collect` on cell folders written by the real writers
+(`train.summary.summarize`, `evaluate.summary.compute_metrics`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from uaclm_dist import cli
+from uaclm_dist.config import REPO_ROOT, parse_overrides
+from uaclm_dist.evaluate.summary import compute_metrics, to_jsonable
+from uaclm_dist.exit_codes import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
+from uaclm_dist.sweep import SweepSpecError, expand_cells, load_spec
+from uaclm_dist.sweep import cli as sweep_cli
+from uaclm_dist.sweep.cells import find_cells
+from uaclm_dist.sweep.execute import CellCommand, CommandResult, tail_lines
+from uaclm_dist.sweep.layout import cell_paths
+from uaclm_dist.sweep.overrides import override_arg, value_text
+from uaclm_dist.sweep.progress import Progress, format_duration
+from uaclm_dist.sweep.status import read_status
+from uaclm_dist.train.summary import summarize
+
+SCORES = ["te", "length"]
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def write_spec(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def grid_spec(tmp_path: Path, *, objectives: str = "[clm, ua_clm]", extra: str = "") -> Path:
+    """objective x loss_on x seeds [0, 1] on the tiny test config (found in the repo root)."""
+    return write_spec(tmp_path, f"""
+name: grid
+base: configs/tiny_test.yaml
+axes:
+  - key: objective.name
+    values: {objectives}
+  - key: data.loss_on
+    values: [all, answer]
+seeds: [0, 1]
+overrides:
+  eval.max_examples: 16
+output_dir: {tmp_path / "out"}
+{extra}""")
+
+
+def spec_error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(SweepSpecError) as err:
+        load_spec(write_spec(tmp_path, text))
+    return str(err.value)
+
+
+def fabricate_training(run_dir: Path, *, loss_first: float, loss_last: float,
+                       stopped: bool = False) -> dict:  # fmt: skip
+    """A run folder whose summary.json is written by the real `summarize`."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run_info.json").write_text(json.dumps({"run_id": "r1", "git_commit": "abc"}))
+    steps = [{"step": s, "total_steps": 6, "loss": loss_first + (loss_last - loss_first) * s / 5,
+              "entropy_correct": 0.5, "entropy_incorrect": 2.0, "token_accuracy": 0.4}
+             for s in range(6)]  # fmt: skip
+    (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in steps) + "\n")
+    probe = [{"step": 0, "n_tokens": 50, "n_base_correct": 20, "entropy_base_correct": 0.6,
+              "entropy_base_incorrect": 2.0, "entropy_auroc": 0.7},
+             {"step": 6, "n_tokens": 50, "n_base_correct": 20, "entropy_base_correct": 0.4,
+              "entropy_base_incorrect": 2.5, "entropy_auroc": 0.8}]  # fmt: skip
+    (run_dir / "probe.jsonl").write_text("\n".join(json.dumps(r) for r in probe) + "\n")
+    return summarize(run_dir, {"adapter_numel": 10}, stopped)
+
+
+def example_frame(n_correct: int, n_incorrect: int, seed: int) -> pd.DataFrame:
+    """A per-example frame: incorrect answers are more uncertain (te) and longer."""
+    rng = np.random.default_rng(seed)
+    correct = np.array([True] * n_correct + [False] * n_incorrect)
+    return pd.DataFrame({
+        "rouge_l": np.where(correct, 0.9, 0.0), "confidence": np.where(correct, 0.8, 0.4),
+        "te": np.where(correct, 0.5, 1.0) + rng.normal(0, 0.4, correct.size),
+        "length": np.where(correct, 3.0, 4.0) + rng.integers(0, 3, correct.size),
+        "is_ood": False,
+    })  # fmt: skip
+
+
+def fabricate_eval(eval_dir: Path, method: str, n_correct: int, n_incorrect: int,
+                   seed: int) -> dict:  # fmt: skip
+    """An evaluation folder whose metrics.json is what `uaclm eval` writes."""
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {method: compute_metrics(example_frame(n_correct, n_incorrect, seed), SCORES,
+                                       n_bootstrap=20, seed=seed)}  # fmt: skip
+    (eval_dir / "metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=2))
+    return metrics
+
+
+def arg_value(argv: tuple[str, ...], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def override_value(argv: tuple[str, ...], key: str) -> str:
+    return next(a.split("=", 1)[1] for a in argv if a.startswith(f"{key}="))
+
+
+class FakeRunner:
+    """Stands in for the subprocess runner: records each command and writes the files the real
+    command would (via the real writers); cells in ``fail`` fail in phase ``fail_phase``."""
+
+    def __init__(self, fail: set[str] = frozenset(), fail_phase: str = "train"):
+        self.calls: list[CellCommand] = []
+        self.fail, self.fail_phase = set(fail), fail_phase
+
+    def __call__(self, command: CellCommand) -> CommandResult:
+        self.calls.append(command)
+        command.stderr_path.parent.mkdir(parents=True, exist_ok=True)
+        run_dir = Path(override_value(command.argv, "logging.output_dir"))
+        if command.cell_id in self.fail and command.phase == self.fail_phase:
+            command.stderr_path.write_text("loading\rstep 1/8\rstep 2/8\nTraceback ...\n"
+                                           "RuntimeError: worker died\n")  # fmt: skip
+            return CommandResult(1, tail_lines(command.stderr_path))
+        seed = int(override_value(command.argv, "optim.seed"))
+        if command.phase == "train":
+            fabricate_training(run_dir, loss_first=3.0, loss_last=1.0 + seed)
+        else:
+            method = arg_value(command.argv, "--adapter").split("=", 1)[0]
+            fabricate_eval(Path(arg_value(command.argv, "--out")), method, 30 + 10 * seed, 30,
+                           seed)  # fmt: skip
+        command.stderr_path.write_text("")
+        return CommandResult(0, [])
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakeRunner:
+    runner = FakeRunner()
+    monkeypatch.setattr(sweep_cli, "COMMAND_RUNNER", runner)
+    return runner
+
+
+# ---------------------------------------------------------------------------------- spec
+
+
+def test_spec_reports_every_problem_naming_its_field(tmp_path):
+    message = spec_error(tmp_path, """
+name: bad name
+base: configs/tiny_test.yaml
+axis: []
+axes:
+  - key: objective.nme
+    values: [clm]
+  - zip: {model.tiny.hidden_size: [64, 128], model.tiny.num_layers: [2]}
+  - key: data.loss_on
+    values: []
+seeds: [0, 0]
+eval_args: [--out, x]
+""")
+    for needle in ("unknown field 'axis'; did you mean 'axes'?",
+                   "name: expected letters",
+                   "axes[0]: 'objective.nme' is not a config key; did you mean 'objective.name'?",
+                   "axes[1].zip: the lists advance together and must have one length",
+                   "axes[2].values: expected a non-empty list",
+                   "seeds: repeated seeds",
+                   "eval_args: '--out' is not allowed"):  # fmt: skip
+        assert needle in message, message
+    assert message.startswith("8 problems in sweep spec")  # --out and x
+
+
+def test_spec_refuses_keys_set_twice_or_set_by_the_sweep(tmp_path):
+    message = spec_error(tmp_path, """
+name: twice
+base: configs/tiny_test.yaml
+axes:
+  - key: objective.name
+    values: [clm]
+  - key: optim.seed
+    values: [1, 2]
+seeds: [0]
+overrides: {objective.name: ua_clm, logging.output_dir: x, data.field_map.question: q}
+""")
+    assert "overrides: 'objective.name' is already set by axes[0]" in message
+    assert "seeds: 'optim.seed' is already set by axes[1]" in message
+    assert "overrides: 'logging.output_dir' is set by the sweep" in message
+    assert "field_map" not in message  # a mapping field's entry is a valid key
+
+
+def test_spec_paths_missing_base_and_defaults(tmp_path, monkeypatch):
+    assert "base: config file 'nope.yaml' not found" in spec_error(
+        tmp_path, "name: x\nbase: nope.yaml\naxes: []\n")
+    assert "missing field 'axes'" in spec_error(tmp_path, "name: x\nbase: configs/demo.yaml\n")
+    (tmp_path / "local.yaml").write_text((REPO_ROOT / "configs/tiny_test.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(write_spec(tmp_path, "name: x\nbase: local.yaml\naxes: []\n"))
+    assert spec.base == (tmp_path / "local.yaml").resolve()  # next to the spec first
+    assert spec.output_dir == (tmp_path / "runs/sweeps/x").resolve()  # relative to cwd
+    assert spec.evaluate is True and spec.seeds is None and spec.eval_args == ()
+    assert [c.id.startswith("base-") for c in expand_cells(spec)] == [True]
+
+
+def test_repository_specs_load_and_expand():
+    study = load_spec(REPO_ROOT / "configs/sweeps/study.yaml")
+    cells = expand_cells(study)
+    assert study.base == REPO_ROOT / "configs/demo.yaml" and study.evaluate
+    assert len(cells) == 12 and {c.seed for c in cells} == {0, 1}
+    assert {dict(c.assignment)["objective.name"] for c in cells} == {"clm", "ua_clm", "clm+ua"}
+    tiny = load_spec(REPO_ROOT / "configs/sweeps/tiny_2x2.yaml")
+    sizes = {(dict(c.assignment)["model.tiny.hidden_size"],
+              dict(c.assignment)["model.tiny.num_layers"]) for c in expand_cells(tiny)}
+    assert sizes == {(64, 2), (128, 4)} and len(expand_cells(tiny)) == 4
+
+
+@pytest.mark.parametrize("value", [1e-5, 2.0e-4, "clm+ua", "null", "1", "", None, True, 64,
+                                   ["q_proj", "v_proj"], {"question": "q"}, [1e-5, "a"]])
+def test_values_round_trip_through_the_override_parser(value):
+    pairs, problems = parse_overrides([override_arg("model.lora.target_modules", value)])
+    assert problems == [] and pairs == [("model.lora.target_modules", value)]
+    assert "\n" not in value_text(value)
+
+
+# --------------------------------------------------------------------------------- cells
+
+
+def shapes_spec(tmp_path: Path, *, zip_first: bool = True, name: str = "shapes.yaml") -> Path:
+    shape = "  - zip: {model.tiny.hidden_size: [64, 128], model.tiny.num_layers: [2, 4]}\n"
+    objective = "  - key: objective.name\n    values: [clm, ua_clm, clm+ua]\n"
+    axes = shape + objective if zip_first else objective + shape
+    return write_spec(tmp_path, f"""
+name: shapes
+base: configs/tiny_test.yaml
+axes:
+{axes}seeds: [3, 4]
+overrides: {{optim.max_steps: 2}}
+output_dir: {tmp_path / "out"}
+""", name)
+
+
+def test_product_and_zip_expansion_order_and_ids(tmp_path):
+    spec = load_spec(shapes_spec(tmp_path))
+    cells = expand_cells(spec)
+    assert len(cells) == 2 * 2 * 3
+    # seeds outermost, then the axes in order; zipped keys advance together
+    assert [c.seed for c in cells] == [3] * 6 + [4] * 6
+    first = [tuple(v for _, v in c.assignment) for c in cells[:6]]
+    assert first == [(64, 2, "clm"), (64, 2, "ua_clm"), (64, 2, "clm+ua"),
+                     (128, 4, "clm"), (128, 4, "ua_clm"), (128, 4, "clm+ua")]  # fmt: skip
+    cell = cells[2]
+    assert cell.label == ("model.tiny.hidden_size=64,model.tiny.num_layers=2,"
+                          "objective.name=clm+ua,seed=3")  # fmt: skip
+    identity = {"assignment": {"model.tiny.hidden_size": 64, "model.tiny.num_layers": 2,
+                               "objective.name": "clm+ua"}, "seed": 3}  # fmt: skip
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    assert cell.id == f"64-2-clm_ua-s3-{digest}"
+    assert cell.overrides(spec) == ["optim.max_steps=2", "model.tiny.hidden_size=64",
+                                    "model.tiny.num_layers=2", "objective.name=clm+ua",
+                                    "optim.seed=3"]  # fmt: skip
+    assert len({c.id for c in cells}) == len(cells)
+    assert [c.id for c in expand_cells(load_spec(spec.path))] == [c.id for c in cells]
+    # the hash depends on the cell's own values, not on the order of the axes
+    swapped = expand_cells(load_spec(shapes_spec(tmp_path, zip_first=False, name="b.yaml")))
+    assert {c.short_hash for c in swapped} == {c.short_hash for c in cells}
+    assert [c.label for c in swapped[:2]] == [
+        "objective.name=clm,model.tiny.hidden_size=64,model.tiny.num_layers=2,seed=3",
+        "objective.name=clm,model.tiny.hidden_size=128,model.tiny.num_layers=4,seed=3"]
+    chosen, unknown = find_cells(cells, [cell.short_hash, cells[0].id, "nope"])
+    assert [c.index for c in chosen] == [0, 2] and unknown == ["nope"]
+
+
+# ---------------------------------------------------------------------------------- plan
+
+
+def test_plan_lists_cells_and_names_an_invalid_cell(tmp_path, capsys):
+    spec = grid_spec(tmp_path, objectives="[clm, clmm]")
+    code, out, _ = run_cli(capsys, "sweep", "plan", spec)
+    assert code == EXIT_BAD_INPUT
+    assert "8 cell(s): 4 pending, 4 INVALID" in out
+    bad = next(c for c in expand_cells(load_spec(spec)) if dict(c.assignment)[
+        "objective.name"] == "clmm")
+    line = next(x for x in out.splitlines() if bad.id in x)
+    assert "INVALID" in line and "2/2/0  1/1/0" not in line
+    assert "invalid value for 'objective.name' in the sweep spec" in out
+    assert "did you mean 'clm'" in out
+
+
+def test_run_refuses_a_spec_with_a_bad_value_before_running_anything(tmp_path, capsys, fake):
+    spec = grid_spec(tmp_path, objectives="[clm, clmm]")
+    code, _, err = run_cli(capsys, "sweep", "run", spec)
+    assert code == EXIT_BAD_INPUT and fake.calls == []
+    assert "4 of 8 cell(s) have an invalid config; nothing was run" in err
+    bad = [c for c in expand_cells(load_spec(spec)) if "clmm" in c.label]
+    assert all(f"cell {c.id} ({c.label})" in err for c in bad)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("backend", ["ray", "slurm"])
+def test_run_refuses_backends_of_later_slices(tmp_path, capsys, fake, backend):
+    code, _, err = run_cli(capsys, "sweep", "run", grid_spec(tmp_path), "--backend", backend)
+    assert code == EXIT_BAD_INPUT and fake.calls == []
+    assert f"--backend {backend} is not available yet" in err
+
+
+# ----------------------------------------------------------------------------------- run
+
+
+def test_run_order_commands_skip_on_rerun(tmp_path, capsys, fake):
+    spec_path = grid_spec(tmp_path)
+    spec = load_spec(spec_path)
+    cells = expand_cells(spec)
+    code, out, _ = run_cli(capsys, "sweep", "run", spec_path)
+    assert code == EXIT_OK
+    assert [(c.cell_id, c.phase) for c in fake.calls] == [
+        (cell.id, phase) for cell in cells for phase in ("train", "eval")]
+    train, evaluate = fake.calls[0].argv, fake.calls[1].argv
+    paths = cell_paths(spec, cells[0])
+    assert train[1:4] == ("-m", "uaclm_dist.cli", "train") and train[4] == str(spec.base)
+    assert "objective.name=clm" in train and "optim.seed=0" in train
+    assert "eval.max_examples=16" in train and "--resume" not in train
+    assert f"logging.output_dir={paths.run_dir}" in train
+    assert evaluate[3] == "eval" and arg_value(evaluate, "--adapter") == f"clm={paths.run_dir}"
+    assert arg_value(evaluate, "--out") == str(paths.eval_dir)
+    assert [a for a in evaluate if "=" in a and not a.startswith("clm=")] == [
+        a for a in train if "=" in a]  # the evaluation gets the training's exact config
+    status = read_status(paths)
+    assert status["state"] == "done" and status["attempt"] == 1
+    assert set(status["durations_s"]) == {"train", "eval"}
+    assert "8/8 done, 0 failed, 0 remaining" in out and "ETA 0s" in out
+    assert json.loads((tmp_path / "out/spec.json").read_text())["overrides"] == {
+        "eval.max_examples": 16}
+
+    fake.calls.clear()
+    code, out, _ = run_cli(capsys, "sweep", "run", spec_path)
+    assert code == EXIT_OK and fake.calls == [] and out.count("finished earlier, skipped") == 8
+    code, out, _ = run_cli(capsys, "sweep", "plan", spec_path)
+    assert code == EXIT_OK and "8 cell(s): 8 done" in out
+
+
+def test_a_failed_cell_is_recorded_the_others_finish_and_a_rerun_retries_it(tmp_path, capsys,
+                                                                          fake):  # fmt: skip
+    spec_path = grid_spec(tmp_path)
+    spec = load_spec(spec_path)
+    cells = expand_cells(spec)
+    broken = cells[1]
+    fake.fail = {broken.id}
+    code, out, err = run_cli(capsys, "sweep", "run", spec_path)
+    assert code == EXIT_FAILURE and "1 cell(s) failed" in err
+    assert [c.cell_id for c in fake.calls].count(broken.id) == 1  # no eval after a failed train
+    assert len(fake.calls) == 1 + 2 * 7
+    status = read_status(cell_paths(spec, broken))
+    assert status["state"] == "failed" and status["phase"] == "train"
+    assert status["reason"] == "uaclm train exited with status 1" and status["returncode"] == 1
+    # a progress bar redrawn with carriage returns keeps only its last state
+    assert status["stderr_tail"] == ["step 2/8", "Traceback ...", "RuntimeError: worker died"]
+    assert "FAILED: uaclm train exited with status 1" in out and "| RuntimeError" in out
+    assert "7/8 done, 1 failed, 0 remaining" in out
+    code, out, _ = run_cli(capsys, "sweep", "plan", spec_path)
+    assert "failed in train: uaclm train exited with status 1" in out
+
+    fake.calls.clear()
+    fake.fail = set()
+    code, _, _ = run_cli(capsys, "sweep", "run", spec_path)
+    assert code == EXIT_OK
+    assert [(c.cell_id, c.phase) for c in fake.calls] == [(broken.id, "train"),
+                                                          (broken.id, "eval")]  # fmt: skip
+    assert read_status(cell_paths(spec, broken))["attempt"] == 2
+
+
+def test_the_commands_parse_with_the_real_uaclm_parser(tmp_path, capsys, fake):
+    spec_path = grid_spec(tmp_path, extra="eval_args: [--base]")
+    run_cli(capsys, "sweep", "run", spec_path, "--only", expand_cells(load_spec(spec_path))[0].id)
+    train, evaluate = (call.argv[3:] for call in fake.calls)
+    parsed = cli.build_parser().parse_args([*train, "--resume", "RUN"])
+    assert parsed.handler.__name__ == "_train" and parsed.resume == "RUN"
+    assert "objective.name=clm" in parsed.overrides
+    parsed = cli.build_parser().parse_args(evaluate)
+    assert parsed.handler.__name__ == "_eval" and parsed.base is True
+    assert parsed.adapter == [arg_value(evaluate, "--adapter")] and parsed.out.endswith("/eval")
+    assert parsed.overrides == [a for a in train if "=" in a]
+
+
+def test_a_failed_evaluation_is_retried_without_training_again(tmp_path, capsys, fake):
+    spec_path = grid_spec(tmp_path)
+    cell = expand_cells(load_spec(spec_path))[0]
+    fake.fail, fake.fail_phase = {cell.id}, "eval"
+    code, _, _ = run_cli(capsys, "sweep", "run", spec_path, "--only", cell.id)
+    status = read_status(cell_paths(load_spec(spec_path), cell))
+    assert code == EXIT_FAILURE and status["phase"] == "eval" and status["state"] == "failed"
+    fake.calls.clear()
+    fake.fail = set()
+    code, _, _ = run_cli(capsys, "sweep", "run", spec_path, "--only", cell.id)
+    assert code == EXIT_OK and [c.phase for c in fake.calls] == ["eval"]
+
+
+def test_an_invalid_base_with_the_shared_overrides_is_one_error(tmp_path, capsys):
+    spec_path = grid_spec(tmp_path).read_text().replace("max_examples: 16", "max_examples: 0")
+    code, _, err = run_cli(capsys, "sweep", "plan", write_spec(tmp_path, spec_path, "b.yaml"))
+    assert code == EXIT_BAD_INPUT
+    assert "with the shared overrides: invalid value for 'eval.max_examples' in the sweep spec" \
+        in err
+
+
+def test_retry_resumes_from_a_checkpoint_or_sets_a_dead_start_aside(tmp_path, capsys, fake):
+    spec_path = grid_spec(tmp_path)
+    spec = load_spec(spec_path)
+    first, second = expand_cells(spec)[:2]
+    # first: a run that stopped after a complete checkpoint (2 ranks)
+    run = cell_paths(spec, first).run_dir
+    fabricate_training(run, loss_first=3, loss_last=2, stopped=True)
+    ckpt = run / "ray/train/checkpoint_000001"
+    (ckpt / "rng").mkdir(parents=True)
+    (ckpt / "run_state.json").write_text(json.dumps({"world_size": 2, "next_step": 4}))
+    for rank in range(2):
+        (ckpt / "rng" / f"rank{rank}.pt").write_bytes(b"x")
+    # second: a run that died before any checkpoint
+    dead = cell_paths(spec, second).run_dir
+    dead.mkdir(parents=True)
+    (dead / "run_info.json").write_text("{}")
+    code, out, _ = run_cli(capsys, "sweep", "run", spec_path, "--only", first.id,
+                           second.short_hash)  # fmt: skip
+    assert code == EXIT_OK and {c.cell_id for c in fake.calls} == {first.id, second.id}
+    assert arg_value(fake.calls[0].argv, "--resume") == str(run)
+    assert "--resume" not in fake.calls[2].argv
+    assert (dead.parent / "run.failed-1" / "run_info.json").exists()
+    assert "moved to" in out
+
+
+def test_only_with_an_unknown_id_and_a_changed_spec_are_refused(tmp_path, capsys, fake):
+    spec_path = grid_spec(tmp_path)
+    code, _, err = run_cli(capsys, "sweep", "run", spec_path, "--only", "nope")
+    assert code == EXIT_BAD_INPUT and "--only: no cell nope" in err and fake.calls == []
+    code, _, _ = run_cli(capsys, "sweep", "run", spec_path, "--only",
+                         expand_cells(load_spec(spec_path))[0].id)  # fmt: skip
+    assert code == EXIT_OK
+    spec_path.write_text(spec_path.read_text().replace("max_examples: 16", "max_examples: 8"))
+    code, _, err = run_cli(capsys, "sweep", "run", spec_path)
+    assert code == EXIT_BAD_INPUT and "holds runs made with another overrides" in err
+    code, out, _ = run_cli(capsys, "sweep", "plan", spec_path)
+    assert code == EXIT_OK and "warning: `uaclm sweep run` will refuse this spec" in out
+
+
+def test_progress_line_and_eta():
+    progress = Progress(total=5, done=2, failed=1, durations_s=[60.0, 120.0])
+    assert progress.remaining == 2 and progress.eta_s == 180.0
+    assert progress.line() == "2/5 done, 1 failed, 2 remaining; 1m30s per cell, ETA 3m00s"
+    assert format_duration(7325) == "2h02m" and format_duration(None) == "?"
+
+
+# ------------------------------------------------------------------------------- collect
+
+
+def test_collect_tables_aggregate_over_seeds_and_list_failed_cells(tmp_path, capsys):
+    spec_path = grid_spec(tmp_path, objectives="[clm]")
+    spec = load_spec(spec_path)
+    cells = expand_cells(spec)  # clm x {all, answer} x seeds {0, 1}
+    expected = {}
+    for cell in cells:
+        loss_on = dict(cell.assignment)["data.loss_on"]
+        paths = cell_paths(spec, cell)
+        if loss_on == "answer" and cell.seed == 1:
+            paths.root.mkdir(parents=True)
+            paths.status_file.write_text(json.dumps({"state": "failed", "phase": "eval",
+                                                     "reason": "uaclm eval exited with status 1"}))
+            fabricate_training(paths.run_dir, loss_first=3, loss_last=2)
+            continue
+        fabricate_training(paths.run_dir, loss_first=3.0, loss_last=1.0 + cell.seed)
+        n_incorrect = 5 if loss_on == "answer" else 30  # "answer": too few incorrect answers
+        metrics = fabricate_eval(paths.eval_dir, "clm", 30 + 10 * cell.seed, n_incorrect,
+                                 cell.seed)["clm"]  # fmt: skip
+        expected[(loss_on, cell.seed)] = metrics
+
+    code, out, _ = run_cli(capsys, "sweep", "collect", spec_path)
+    assert code == EXIT_OK and "not finished: " + cells[3].id + " (failed)" in out
+    frame = pd.read_parquet(tmp_path / "out/sweep.parquet")
+    assert len(frame) == 4 and list(frame["cell"]) == [c.id for c in cells]
+    assert pd.read_csv(tmp_path / "out/sweep.csv").shape == frame.shape
+    for column in ("objective.name", "data.loss_on", "seed", "status", "method", "accuracy",
+                   "auroc_te", "auroc_te_low", "auroc_te_high", "auroc_te_n_correct",
+                   "auroc_te_n_incorrect", "auroc_length", "train_loss_last",
+                   "sig_entropy_base_incorrect_change", "too_few_to_judge"):  # fmt: skip
+        assert column in frame.columns, column
+    done = frame.iloc[0]
+    metrics = expected[("all", 0)]
+    assert done["auroc_te"] == pytest.approx(metrics["scores"]["te"]["auroc"])
+    assert [done["auroc_te_low"], done["auroc_te_high"]] == pytest.approx(
+        metrics["scores"]["te"]["auroc_ci"])
+    assert done["auroc_te_n_incorrect"] == 30 and done["train_loss_last"] == pytest.approx(1.4)
+    assert done["sig_entropy_base_incorrect_change"] == pytest.approx(0.5)
+    failed = frame.iloc[3]
+    assert failed["status"] == "failed" and pd.isna(failed["method"])
+    assert failed["failed_phase"] == "eval" and not bool(frame.iloc[0]["too_few_to_judge"])
+    assert bool(frame.iloc[1]["too_few_to_judge"])
+
+    study = pd.read_csv(tmp_path / "out/sweep_study.csv")
+    all_tokens = study[study["data.loss_on"] == "all"].iloc[0]
+    accuracies = [expected[("all", s)]["accuracy"] for s in (0, 1)]
+    aurocs = [expected[("all", s)]["scores"]["te"]["auroc"] for s in (0, 1)]
+    assert all_tokens["seeds"] == "0,1" and all_tokens["n_seeds"] == 2
+    assert all_tokens["accuracy_mean"] == pytest.approx(np.mean(accuracies))
+    assert all_tokens["accuracy_min"] == pytest.approx(min(accuracies))
+    assert all_tokens["auroc_te_mean"] == pytest.approx(np.mean(aurocs))
+    assert all_tokens["auroc_te_max"] == pytest.approx(max(aurocs))
+    assert all_tokens["counts_per_seed"] == "s0 30/30; s1 40/30"
+    assert all_tokens["n_correct_total"] == 70 and not all_tokens["too_few_to_judge"]
+    answer = study[study["data.loss_on"] == "answer"].iloc[0]
+    assert answer["n_seeds"] == 1 and answer["too_few_to_judge"]
+
+    md = (tmp_path / "out/sweep.md").read_text()
+    assert "## Study: mean over seeds" in md and "Length (baseline)" in md
+    assert "| accuracy | TE | Length (baseline) | correct/incorrect | judged |" in md
+    assert f"{np.mean(aurocs):.3f} ({min(aurocs):.3f}..{max(aurocs):.3f})" in md
+    assert "too few to judge" in md
+    assert f"- `{cells[3].id}` ({cells[3].label}): failed in eval: uaclm eval exited" in md
+
+
+def test_collect_lists_cells_never_run(tmp_path, capsys):
+    spec_path = grid_spec(tmp_path)
+    code, _, _ = run_cli(capsys, "sweep", "collect", spec_path)
+    assert code == EXIT_OK
+    frame = pd.read_csv(tmp_path / "out/sweep.csv")
+    assert len(frame) == 8 and set(frame["status"]) == {"pending"}
+    md = (tmp_path / "out/sweep.md").read_text()
+    assert "No finished cell with an evaluation yet." in md and md.count(": pending") == 8
+
+
+def test_planning_imports_neither_torch_nor_ray_nor_transformers():
+    code = (
+        "import sys; from uaclm_dist import cli; "
+        "code = cli.main(['sweep', 'plan', 'configs/sweeps/tiny_2x2.yaml']); "
+        "print(code, sorted(m for m in ('torch', 'transformers', 'ray') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr

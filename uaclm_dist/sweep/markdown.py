@@ -1,0 +1,147 @@
+"""``sweep.md``: the study table over seeds, the per-seed intervals, every cell, the failures.
+
+Scores are shown by their registered label (:data:`~uaclm_dist.evaluate.scores.SCORES`), the
+uncertainty scores first and the answer-length baseline (``length``) last, beside them: a score
+that does not beat answer length says little about uncertainty.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from uaclm_dist.evaluate.compare import MIN_CLASS_COUNT, TOO_FEW, markdown_table
+from uaclm_dist.evaluate.scores import SCORES
+from uaclm_dist.sweep.collect import Collected
+from uaclm_dist.sweep.progress import format_duration
+from uaclm_dist.sweep.spec import SweepSpec
+from uaclm_dist.sweep.study import fmt
+
+__all__ = ["BASELINE_SCORE", "ordered_scores", "render"]
+
+#: the length-only baseline score, shown beside the uncertainty scores
+BASELINE_SCORE = "length"
+
+
+def ordered_scores(scores: list[str]) -> list[str]:
+    """Uncertainty scores in their order, then the length baseline."""
+    return [s for s in scores if s != BASELINE_SCORE] + [s for s in scores if s == BASELINE_SCORE]
+
+
+def score_label(name: str) -> str:
+    return SCORES.get(name).label if name in SCORES else name
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "-"
+    return str(value)
+
+
+def _range(row: pd.Series, prefix: str) -> str:
+    """``mean (min..max)`` of ``<prefix>_mean/_min/_max``; the mean alone for one seed."""
+    mean, low, high = (row.get(f"{prefix}_{part}") for part in ("mean", "min", "max"))
+    if row.get("n_seeds", 0) > 1 and fmt(low) != "n/a":
+        return f"{fmt(mean)} ({fmt(low)}..{fmt(high)})"
+    return fmt(mean)
+
+
+def _study_section(study: pd.DataFrame, axes: list[str], scores: list[str], n_seeds: int,
+                   evaluate: bool) -> list[str]:  # fmt: skip
+    lines = ["## Study: mean over seeds", ""]
+    if study.empty:
+        return lines + ["No finished cell with an evaluation yet." if evaluate else
+                        "The spec does not evaluate (`evaluate: false`): training numbers only, "
+                        "in the cell table.", ""]
+    lines += [
+        f"Each value: the mean over the seeds (min..max over them). Accuracy: share of "
+        f"correct answers; score columns: hallucination AUROC of the score (positive class = "
+        f"incorrect answer; 0.5 = chance). `{score_label(BASELINE_SCORE)}` ranks answers by "
+        f"their length alone. Counts: correct/incorrect answers per seed; `{TOO_FEW}`: some seed "
+        f"has fewer than {MIN_CLASS_COUNT} in a class. Seeds: those finished, of {n_seeds}.",
+        "",
+    ]
+    headers = [*axes, "method", "seeds", "accuracy", *(score_label(s) for s in scores),
+               "correct/incorrect", "judged"]  # fmt: skip
+    rows = [[*(_text(r[a]) for a in axes), _text(r["method"]), f"{r['seeds']} ({r['n_seeds']})",
+             _range(r, "accuracy"), *(_range(r, f"auroc_{s}") for s in scores),
+             r["counts_per_seed"], TOO_FEW if r["too_few_to_judge"] else "yes"]
+            for _, r in study.iterrows()]  # fmt: skip
+    lines += [markdown_table(headers, rows), "", "### AUROC per seed, with 95% intervals", ""]
+    headers = [*axes, "method", *(score_label(s) for s in scores)]
+    rows = [[*(_text(r[a]) for a in axes), _text(r["method"]),
+             *(r[f"auroc_{s}_per_seed"] for s in scores)] for _, r in study.iterrows()]
+    return lines + [markdown_table(headers, rows), ""]
+
+
+def _loss_text(row: pd.Series) -> str:
+    first, last = row.get("train_loss_first"), row.get("train_loss_last")
+    return "-" if fmt(first) == "n/a" else f"{fmt(first)} -> {fmt(last)}"
+
+
+def _signature_text(row: pd.Series) -> str:
+    a, b = row.get("sig_entropy_base_incorrect_change"), row.get("sig_entropy_base_correct_change")
+    return "-" if fmt(a) == "n/a" and fmt(b) == "n/a" else f"{fmt(a, 2)} / {fmt(b, 2)}"
+
+
+def _cells_section(frame: pd.DataFrame, axes: list[str], scores: list[str]) -> list[str]:
+    headers = ["cell", *axes, "seed", "status", "method", "loss first -> last",
+               "probe: entropy change incorrect / correct (nats)", "accuracy",
+               "correct/incorrect", *(score_label(s) for s in scores)]  # fmt: skip
+    rows = []
+    for _, r in frame.iterrows():
+        counts = ("-" if pd.isna(r.get("n_correct")) else
+                  f"{int(r['n_correct'])}/{int(r['n_incorrect'])}")  # fmt: skip
+        rows.append([f"`{r['cell']}`", *(_text(r[a]) for a in axes), _text(r["seed"]),
+                     r["status"], _text(r.get("method")), _loss_text(r), _signature_text(r),
+                     fmt(r.get("accuracy")), counts,
+                     *(fmt(r.get(f"auroc_{s}")) for s in scores)])  # fmt: skip
+    return ["## Cells", "", "One row per cell and evaluated method; the same numbers with "
+            "intervals are in sweep.csv / sweep.parquet.", "", markdown_table(headers, rows), ""]
+
+
+def _problems_section(frame: pd.DataFrame, spec: SweepSpec) -> list[str]:
+    unfinished = frame[frame["status"] != "done"].drop_duplicates("cell")
+    lines = ["## Failed or missing cells", ""]
+    if unfinished.empty:
+        return lines + ["None: every cell finished.", ""]
+    for _, r in unfinished.iterrows():
+        reason = f": {r['reason']}" if isinstance(r.get("reason"), str) else ""
+        phase = f" in {r['failed_phase']}" if isinstance(r.get("failed_phase"), str) else ""
+        status_file = spec.output_dir / r["cell"] / "status.json"
+        lines.append(f"- `{r['cell']}` ({r['label']}): {r['status']}{phase}{reason} "
+                     f"({status_file})")  # fmt: skip
+    return lines + [""]
+
+
+def _header(spec: SweepSpec, frame: pd.DataFrame) -> list[str]:
+    cells = frame.drop_duplicates("cell")
+    counts = cells["status"].value_counts().to_dict()
+    states = ", ".join(f"{n} {state}" for state, n in counts.items())
+    shared = ", ".join(f"`{k}={v}`" for k, v in spec.overrides) or "none"
+    seconds = pd.to_numeric(cells["train_s"], errors="coerce").fillna(0) + pd.to_numeric(
+        cells["eval_s"], errors="coerce").fillna(0)
+    lines = [f"# Sweep `{spec.name}`", ""]
+    if spec.description:
+        lines += [spec.description.strip(), ""]
+    return lines + [
+        f"- spec: `{spec.path}`; base config: `{spec.base}`; shared overrides: {shared}",
+        f"- cells: {len(cells)} ({states}); evaluated: {'yes' if spec.evaluate else 'no'}; "
+        f"time spent in the last attempts: {format_duration(float(seconds.sum()))}",
+        "- written by `uaclm sweep collect`; the full table (one row per cell x method, with "
+        "intervals and class counts) is sweep.csv / sweep.parquet",
+        "",
+    ]
+
+
+def render(spec: SweepSpec, collected: Collected, study: pd.DataFrame) -> str:
+    """The text of ``sweep.md``."""
+    scores = ordered_scores(collected.scores)
+    axes = collected.axis_columns
+    n_seeds = len(spec.seeds) if spec.seeds else 1
+    lines = [*_header(spec, collected.frame),
+             *_study_section(study, axes, scores, n_seeds, spec.evaluate),
+             *_cells_section(collected.frame, axes, scores),
+             *_problems_section(collected.frame, spec)]  # fmt: skip
+    return "\n".join(lines).rstrip() + "\n"
