@@ -88,11 +88,20 @@ class SkippedStepGuard:
             )
 
 
+def _local_values(param: torch.nn.Parameter) -> torch.Tensor:
+    """What this rank holds of ``param``: under ZeRO-3 the data is empty outside a gather and
+    the rank's shard is ``ds_tensor``."""
+    shard = getattr(param, "ds_tensor", None)
+    return (param if shard is None else shard).detach()
+
+
 def assert_finite_trainable(module: torch.nn.Module, device: torch.device) -> None:
     """Collective: raise :class:`NonFiniteError` on every rank if any rank holds a non-finite
     trainable parameter (its local shard under ZeRO-3)."""
     bad = any(
-        not bool(torch.isfinite(p.detach()).all()) for p in module.parameters() if p.requires_grad
+        not bool(torch.isfinite(_local_values(p)).all())
+        for p in module.parameters()
+        if p.requires_grad
     )
     flag = torch.tensor([1.0 if bad else 0.0], device=device)
     if dist.is_available() and dist.is_initialized():
