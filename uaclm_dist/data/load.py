@@ -93,7 +93,7 @@ def load_records(data_cfg: Any) -> list[QARecord]:
     stats: Counter = Counter()
     records: list[QARecord] = []
     for file in files:
-        records.extend(fmt.load(file, stats, field_map))
+        records.extend(_checked_file_records(fmt, file, fmt.load(file, stats, field_map), stats))
     check_unique_ids(records)
     total = len(records)
     if data_cfg.max_examples is not None:
@@ -103,6 +103,24 @@ def load_records(data_cfg: Any) -> list[QARecord]:
                 fmt.name, len(files), len(records), f"; {skipped}" if skipped else "")
     if getattr(data_cfg, "context", "none") == "retrieved":
         records = with_retrieved_context(records, data_cfg)
+    return records
+
+
+def _checked_file_records(fmt: DataFormat, file: Path | None, records: list[QARecord],
+                          stats: Counter) -> list[QARecord]:
+    """``records``, read from ``file``, after the checks every format shares: the file gave at
+    least one record (an empty file is a mistake, not an empty dataset) and every record's
+    image exists. :class:`DataError` naming the file (and the record) otherwise."""
+    where = str(file) if file is not None else f"the packaged {fmt.name} data"
+    if not records:
+        empty = file is not None and file.is_file() and not file.read_bytes().strip()
+        skipped = ", ".join(f"{k}={v}" for k, v in sorted(stats.items()))
+        why = (" (the file is empty)" if empty else f" (rows skipped: {skipped})" if skipped
+               else "")  # fmt: skip
+        raise DataError(f"{where}: no {fmt.name} records{why}")
+    for record in records:
+        if record.image is not None and not Path(record.image).is_file():
+            raise DataError(f"{where}: record {record.id!r}: image {record.image!r} not found")
     return records
 
 

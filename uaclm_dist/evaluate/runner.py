@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from uaclm_dist.config import ConfigError, RunConfig
+from uaclm_dist.config.preflight import check_cluster
 
 #: The prompt-row keys the pipeline reads (other keys stay on the driver).
 PIPELINE_KEYS = ("id", "question", "references", "prompt_ids", "is_ood")
@@ -139,10 +140,20 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
     pq.write_table(table.replace_schema_metadata(None), path)
 
 
-def prepare_eval_dir(path: str | Path) -> Path:
+def check_eval_dir(path: str | Path) -> Path:
+    """The evaluation folder (absolute) if it may be used; :class:`ConfigError` when it holds
+    an evaluation or a training run already. Creates nothing."""
     out = Path(path).resolve()
     if (out / "metrics.json").exists():
         raise ConfigError(f"{out} already holds an evaluation; nothing is overwritten (use --out)")
+    if (out / "run_info.json").exists():
+        raise ConfigError(f"--out {out} holds a training run (run_info.json); nothing there is "
+                          "overwritten (use --out with another folder, e.g. its eval/)")
+    return out
+
+
+def prepare_eval_dir(path: str | Path) -> Path:
+    out = check_eval_dir(path)
     (out / "per_example").mkdir(parents=True, exist_ok=True)
     return out
 
@@ -173,9 +184,11 @@ def run_evaluation(
     names = [m for m, _ in methods]
     if len(set(names)) != len(names):
         raise ConfigError(f"method names must be unique, got {names} (use NAME=PATH)")
+    check_cluster(cfg, "eval")
+    check_eval_dir(out_dir or run_folder / "eval")
     examples = select_eval_examples(cfg, methods, allow_train_overlap=allow_train_overlap)
-    out = prepare_eval_dir(out_dir or run_folder / "eval")
     rows = prompt_rows(cfg, load_tokenizer_for(cfg.model), examples)
+    out = prepare_eval_dir(out_dir or run_folder / "eval")
     in_domain = [r["id"] for r in rows if not r["is_ood"]]
     examples.selection["prompts_fitting"] = len(in_domain)
     (out / "examples.json").write_text(json.dumps({**examples.selection, "ids": in_domain},

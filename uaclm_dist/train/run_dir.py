@@ -31,6 +31,8 @@ PINNED_PACKAGES = (
     "rouge-score", "sentence-transformers", "uaclm-dist",
 )  # fmt: skip
 RUN_INFO = "run_info.json"
+#: What an evaluation folder (``uaclm eval --out``) holds once it has results.
+EVAL_METRICS = "metrics.json"
 
 
 def package_versions() -> dict[str, str | None]:
@@ -71,8 +73,9 @@ def protocol_choices(cfg: RunConfig) -> dict:
     }  # fmt: skip
 
 
-def prepare_new_run_dir(cfg: RunConfig) -> tuple[Path, str]:
-    """Create ``output_dir`` for a new run; refuse one that already holds a run."""
+def check_new_run_dir(cfg: RunConfig) -> Path:
+    """``output_dir`` (absolute) if a new run may use it; :class:`ConfigError` when it already
+    holds a run or an evaluation (``uaclm eval --out``). Creates nothing."""
     out = Path(cfg.logging.output_dir).resolve()
     if (out / RUN_INFO).exists():
         raise ConfigError(
@@ -80,6 +83,15 @@ def prepare_new_run_dir(cfg: RunConfig) -> tuple[Path, str]:
             f"Resume it with `uaclm train CONFIG --resume {out}` or choose another "
             "logging.output_dir=..."
         )
+    if (out / EVAL_METRICS).exists():
+        raise ConfigError(f"logging.output_dir '{out}' holds an evaluation ({EVAL_METRICS}); "
+                          "nothing there is overwritten. Choose another logging.output_dir=...")
+    return out
+
+
+def prepare_new_run_dir(cfg: RunConfig) -> tuple[Path, str]:
+    """Create ``output_dir`` for a new run; refuse one that already holds a run."""
+    out = check_new_run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     return out, uuid.uuid4().hex[:12]
 
@@ -94,8 +106,12 @@ def open_resumed_run_dir(cfg: RunConfig, run_dir: str | Path) -> tuple[Path, str
     info_path = out / RUN_INFO
     if not info_path.exists():
         raise ConfigError(f"--resume {run_dir}: no {RUN_INFO} there, so it holds no uaclm run")
-    info = json.loads(info_path.read_text())
-    saved = _flatten(info["config"])
+    try:
+        info = json.loads(info_path.read_text())
+        saved, run_id = _flatten(info["config"]), str(info["run_id"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"--resume {run_dir}: {info_path} is not a readable run record "
+                          f"({type(exc).__name__}: {exc})") from None
     current = _flatten(cfg.to_dict())
     changed = [
         k for k in sorted(set(saved) | set(current))
@@ -107,7 +123,7 @@ def open_resumed_run_dir(cfg: RunConfig, run_dir: str | Path) -> tuple[Path, str
             f"{', '.join(changed)}; a resumed run must continue the same trajectory "
             f"(use the saved {out / 'config.yaml'})"
         )
-    return out, info["run_id"]
+    return out, run_id
 
 
 def write_run_info(out: Path, cfg: RunConfig, run_id: str, extra: dict) -> None:

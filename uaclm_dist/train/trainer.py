@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TextIO
 
 from uaclm_dist.config import ConfigError, RunConfig
+from uaclm_dist.config.preflight import check_cluster
 from uaclm_dist.losses.objectives import build_objective
 from uaclm_dist.train import run_dir as rd
-from uaclm_dist.train.checkpoint import latest_checkpoint
+from uaclm_dist.train.checkpoint import latest_checkpoint, read_run_state
 from uaclm_dist.train.nonfinite import raise_if_aborted, set_aside_aborted
 from uaclm_dist.train.plan import TrainPlan
 from uaclm_dist.train.schedule import steps_per_epoch, total_steps
@@ -52,9 +53,15 @@ def prepare_training_data(cfg: RunConfig) -> PreparedData:
         train, tokenizer, template=cfg.data.prompt_template, loss_on=cfg.data.loss_on,
         max_length=cfg.data.max_length,
     )  # fmt: skip
+    if not examples and not report.dropped_ids:
+        raise ConfigError(f"data: the training split of the {len(records)} records is empty "
+                          f"(data.train_fraction {cfg.data.train_fraction:g})")
     if not examples:
+        shown = ", ".join(repr(i) for i in report.dropped_ids[:3])
         raise ConfigError(
-            f"no training example left after tokenization ({report}); check data.max_length"
+            f"data: none of the {report.n_in} training records fits data.max_length "
+            f"{cfg.data.max_length} tokens even without its context (e.g. id {shown}); raise "
+            "data.max_length or shorten the questions and answers"
         )
     # The probe measures answer tokens (target span + EOS) whatever the training loss covers:
     # with loss_on=all most supervised tokens are the fixed prompt every sequence shares.
@@ -155,11 +162,14 @@ def run_training(
     """
     objective = build_objective(cfg.objective)
     ship_by_value(objective)
+    check_cluster(cfg, "train")
     if resume_dir:
         out, run_id = rd.open_resumed_run_dir(cfg, resume_dir)
     else:
-        out, run_id = rd.prepare_new_run_dir(cfg)
+        rd.check_new_run_dir(cfg)  # before the data is read; created once it is good
     data = prepare_training_data(cfg)
+    if not resume_dir:
+        out, run_id = rd.prepare_new_run_dir(cfg)
     world = cfg.distributed.num_workers
     o = cfg.optim
     per_epoch = steps_per_epoch(len(data.train), o.micro_batch_size, o.grad_accumulation, world)
@@ -171,6 +181,14 @@ def run_training(
         resume_checkpoint = latest_checkpoint(out / "ray" / "train")
         if resume_checkpoint is None:
             raise ConfigError(f"--resume {resume_dir}: no complete checkpoint under {out}/ray")
+        state = read_run_state(resume_checkpoint)
+        if state.get("final") and int(state["next_step"]) >= n_steps:
+            raise ConfigError(
+                f"--resume {resume_dir}: the run has finished (its final checkpoint "
+                f"{resume_checkpoint.name} is at step {state['next_step']} of {n_steps}); nothing "
+                "is left to train and nothing there is changed. Raise optim.max_steps or "
+                "optim.epochs to train further"
+            )
     else:
         global_batch = o.micro_batch_size * o.grad_accumulation * world
         rd.write_run_info(out, cfg, run_id, {

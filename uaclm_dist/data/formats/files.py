@@ -32,14 +32,23 @@ def read_json(path: str | Path) -> Any:
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``("line N", row)`` for each non-blank line of a JSON Lines file (N from 1)."""
+    """Yield ``("line N", row)`` for each non-blank line of a JSON Lines file (N from 1); a line
+    that is not UTF-8 text is a :class:`DataError` naming it."""
     path = Path(path)
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read: {err.strerror or err}") from None
     with handle:
-        for number, line in enumerate(handle, start=1):
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}: line {number}: not UTF-8 text (byte "
+                                f"{raw[err.start]:#04x} at byte {err.start + 1} of the line)"
+                                ) from None
             if not line.strip():
                 continue
             try:

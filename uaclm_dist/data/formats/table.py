@@ -7,7 +7,8 @@ Columns are found through a ``field_map`` from our record fields to the source's
 Keys are ``id``, ``question``, ``answers``, ``context``, ``image``; a missing key maps to the
 column of the same name; dotted names reach into nested objects (``answer.aliases``). ``answers``
 may hold a string, a number or a list of them. ``context`` and ``image`` are optional (absent,
-null or empty: none); a relative ``image`` path is taken relative to the data file's folder.
+null or empty: none); a relative ``image`` path is taken relative to the data file's folder
+(:func:`~uaclm_dist.data.load.load_records` checks that the file exists).
 When ``id`` is not in ``field_map`` and a row has no ``id`` column, its id is
 ``"<file stem>-<row>"``.
 """
@@ -68,6 +69,9 @@ def records_from_rows(
             answers = unique_answers(answers if isinstance(answers, list | tuple) else [answers])
         except DataError as err:
             raise out.error(where, f"answers (column {col['answers']!r}): {err}") from None
+        if not answers:
+            raise out.error(where, f"answers (column {col['answers']!r}) holds no non-empty "
+                                   "answer; every record needs at least one")
         image = field(where, row, "image", required=False)
         if isinstance(image, Mapping) and isinstance(image.get("path"), str):
             image = image["path"]  # an HF Image feature stored by path
