@@ -58,6 +58,10 @@ def _make_inputs(n: int, h: int, v: int, dtype: torch.dtype, seed: int = 0):
     return hidden, weight, labels
 
 
+#: ``--chunk-mib`` (None: the kernels' default, objective.chunk_mib's 64 MiB).
+CHUNK_MIB: float | None = None
+
+
 def _step(variant: str, hidden, weight, labels, vocab_start: int = 0):
     """One forward + backward; returns (loss, hidden gradient)."""
     from uaclm_dist.losses.fused import fused_loss
@@ -71,10 +75,12 @@ def _step(variant: str, hidden, weight, labels, vocab_start: int = 0):
         loss = objective.dense(logits.unsqueeze(0), labels.unsqueeze(0)).loss
     elif variant in ("fused", "two_pass"):
         kernel = "single_pass" if variant == "fused" else "two_pass"
-        loss = fused_loss(h, weight, labels, objective=objective, kernel=kernel).loss
+        loss = fused_loss(h, weight, labels, objective=objective, kernel=kernel,
+                          chunk_mib=CHUNK_MIB).loss  # fmt: skip
     else:
         loss = vocab_parallel_loss(
-            h, weight, labels, vocab_start=vocab_start, group=None, objective=objective
+            h, weight, labels, vocab_start=vocab_start, group=None, objective=objective,
+            chunk_mib=CHUNK_MIB,
         ).loss
     loss.backward()
     return float(loss), h.grad
@@ -112,7 +118,9 @@ def _input_bytes(*tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _vp_rank(rank, world, init_file, n, h, v, dtype, repeats, out_dir):
+def _vp_rank(rank, world, init_file, n, h, v, dtype, repeats, out_dir, chunk_mib=None):
+    global CHUNK_MIB
+    CHUNK_MIB = chunk_mib  # a spawned process starts from a fresh import
     import torch.distributed as dist
 
     from uaclm_dist.losses.vocab_parallel import vocab_shard_range
@@ -150,7 +158,8 @@ def run_worker(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(
             _vp_rank,
-            args=(world, f"{tmp}/init", args.n, args.h, args.v, dtype, args.repeats, tmp),
+            args=(world, f"{tmp}/init", args.n, args.h, args.v, dtype, args.repeats, tmp,
+                  CHUNK_MIB),
             nprocs=world,
         )
         ranks = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world)]
@@ -166,6 +175,8 @@ def _run_worker(worker, n, h, v, dtype, repeats, variants=()) -> dict:
     cmd = [sys.executable, __file__, "--worker", worker, "--n", str(n), "--h", str(h),
            "--v", str(v), "--dtype", dtype, "--repeats", str(repeats),
            "--variants", *variants]  # fmt: skip
+    if CHUNK_MIB is not None:
+        cmd += ["--chunk-mib", str(CHUNK_MIB)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         errors = [ln for ln in proc.stderr.splitlines() if "Error" in ln] or ["failed"]
@@ -214,9 +225,13 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--variants", nargs="*", default=["dense", "fused", "two_pass", "vp2"])
+    p.add_argument("--chunk-mib", type=float, default=None,
+                   help="single-pass chunk budget (objective.chunk_mib; default 64)")
     p.add_argument("--out", default=".bench/loss_memory.md")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    global CHUNK_MIB
+    CHUNK_MIB = args.chunk_mib
     if args.worker:
         (args.n,), (args.v,) = args.n, args.v  # a worker measures one setting
         print(json.dumps(run_worker(args)))
@@ -225,7 +240,8 @@ def main(argv=None) -> int:
     mib = 2**20
     lines = [
         f"Loss forward+backward ({OBJECTIVE}, frozen head, {args.dtype}), H={args.h}, median of "
-        f"{args.repeats} alternating repeats after a warm-up.",
+        f"{args.repeats} alternating repeats after a warm-up; single-pass chunk "
+        f"{args.chunk_mib or 64:g} MiB.",
         f"Before: {_machine_state()}.",
         "",
         "| N | V | variant | inputs/rank (MiB) | peak above inputs (MiB) | vs dense | "
