@@ -18,7 +18,7 @@ import torch
 from uaclm_dist.losses import single_pass as sp
 from uaclm_dist.losses import token_stats as ts
 from uaclm_dist.losses.objectives.base import Objective
-from uaclm_dist.losses.types import IGNORE_INDEX, LossOutput, TokenStats
+from uaclm_dist.losses.types import IGNORE_INDEX, LossOutput, supervised_token_stats
 
 
 class FusedTokenStats(torch.autograd.Function):
@@ -139,12 +139,6 @@ def select_supervised(
     return hidden.index_select(0, keep), labels.index_select(0, keep), ids
 
 
-def stats_from_outputs(log_prob_label, log_prob_pred, entropy, pred, labels) -> TokenStats:
-    """Wrap the Function outputs for supervised-only tokens as flat :class:`TokenStats`."""
-    valid = torch.ones_like(labels, dtype=torch.bool)
-    return TokenStats(entropy, log_prob_pred, log_prob_label, pred, valid, pred == labels)
-
-
 def require_token_objective(objective: Objective) -> None:
     """Raise when ``objective`` cannot run from per-token statistics (it needs dense logits)."""
     if objective.needs_full_vocab:
@@ -200,7 +194,7 @@ def fused_loss(
             hidden, weight, bias, labels,
             chunk_tokens or ts.DEFAULT_CHUNK_TOKENS, chunk_vocab or ts.DEFAULT_CHUNK_VOCAB,
         )  # fmt: skip
-    stats = stats_from_outputs(*outputs, labels)
+    stats = supervised_token_stats(*outputs, labels)
     return objective.from_stats(
         stats, step=step, total_steps=total_steps, sequence_ids=sequence_ids
     )

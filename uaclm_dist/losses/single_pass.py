@@ -35,7 +35,7 @@ from collections.abc import Callable
 import torch
 
 from uaclm_dist.losses import token_stats as ts
-from uaclm_dist.losses.types import TokenStats
+from uaclm_dist.losses.types import TokenStats, supervised_token_stats
 
 #: Default memory budget of one chunk's fp32 logits, in MiB (about three tensors of this size are
 #: alive at once: logits, probabilities and the gradient coefficients).
@@ -58,14 +58,6 @@ def chunk_tokens_for(vocab_columns: int, budget_mib: float | None = None) -> int
 def identity_directions(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``[n, 3, 3]``: the three statistics' own gradients (any objective; three matmuls)."""
     return torch.eye(3, dtype=dtype, device=device).expand(n, 3, 3)
-
-
-def _stats_of(final: ts.FinalStats, labels: torch.Tensor) -> TokenStats:
-    valid = torch.ones_like(labels, dtype=torch.bool)
-    return TokenStats(
-        final.entropy, final.log_prob_pred, final.log_prob_label, final.pred, valid,
-        final.pred == labels,
-    )  # fmt: skip
 
 
 def _add_at(g: torch.Tensor, cols: torch.Tensor, values: torch.Tensor) -> None:
@@ -137,7 +129,11 @@ def forward_rows(
         z = ts._logits_chunk(h, weight, bias)  # [n, V_local], stat dtype
         local, p = _chunk_softmax(z, y, vocab_start)  # z now holds z - m_local
         final = ts.finalize(reduce(local) if reduce is not None else local)
-        d = directions(_stats_of(final, y))
+        d = directions(
+            supervised_token_stats(
+                final.log_prob_label, final.log_prob_pred, final.entropy, final.pred, y
+            )
+        )
         if d is None:
             d = identity_directions(h.shape[0], dtype, hidden.device)
         d = d.to(dtype)  # [n, K, 3]

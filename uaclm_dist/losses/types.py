@@ -73,6 +73,19 @@ class TokenStats:
     correct: torch.Tensor  # valid & (a_i == y_i)
 
 
+def supervised_token_stats(
+    log_prob_label: torch.Tensor,
+    log_prob_pred: torch.Tensor,
+    entropy: torch.Tensor,
+    pred: torch.Tensor,
+    labels: torch.Tensor,
+) -> TokenStats:
+    """Flat ``[N]`` :class:`TokenStats` of supervised tokens only (every position valid), as the
+    fused and vocab-parallel kernels produce them."""
+    valid = torch.ones_like(labels, dtype=torch.bool)
+    return TokenStats(entropy, log_prob_pred, log_prob_label, pred, valid, pred == labels)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over ``mask`` (0 when the mask is empty; used for loss terms)."""
     count = mask.sum()

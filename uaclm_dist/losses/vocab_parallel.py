@@ -36,10 +36,9 @@ from uaclm_dist.losses.fused import (
     fused_loss,
     require_token_objective,
     select_supervised,
-    stats_from_outputs,
 )
 from uaclm_dist.losses.objectives.base import Objective
-from uaclm_dist.losses.types import IGNORE_INDEX, LossOutput
+from uaclm_dist.losses.types import IGNORE_INDEX, LossOutput, supervised_token_stats
 
 
 def vocab_shard_range(vocab_size: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -166,10 +165,7 @@ class VocabParallelTokenStats(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, vocab_start, group, chunk_tokens, chunk_vocab):
         rank = dist.get_rank(group)
-        size_t = torch.tensor([hidden.shape[0]], dtype=torch.int64, device=hidden.device)
-        size_parts = [torch.empty_like(size_t) for _ in range(dist.get_world_size(group))]
-        dist.all_gather(size_parts, size_t, group=group)
-        sizes = [int(s) for s in size_parts]
+        sizes, _ = _gather_sizes(hidden.shape[0], chunk_tokens, group, hidden.device)
         offset = sum(sizes[:rank])
 
         hidden_all = _all_gather_padded(hidden, sizes, group)  # [N, H]
@@ -281,7 +277,7 @@ def vocab_parallel_loss(
             hidden, weight_shard, bias_shard, labels, vocab_start, group,
             chunk_tokens or ts.DEFAULT_CHUNK_TOKENS, chunk_vocab or ts.DEFAULT_CHUNK_VOCAB,
         )  # fmt: skip
-    stats = stats_from_outputs(*outputs, labels)
+    stats = supervised_token_stats(*outputs, labels)
     return objective.from_stats(
         stats, step=step, total_steps=total_steps, sequence_ids=sequence_ids
     )

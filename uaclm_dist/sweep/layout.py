@@ -9,8 +9,8 @@
 
 A cell is *trained* when ``run/summary.json`` says ``"stopped": false`` and *evaluated* when
 ``eval/metrics.json`` exists; it is finished when trained and (if the spec evaluates) evaluated.
-Nothing here imports torch: the checkpoint test mirrors
-:func:`uaclm_dist.train.checkpoint.is_complete` on the files alone.
+Nothing here imports torch: checkpoints are checked by the torch-free
+:mod:`uaclm_dist.train.run_state`, the same code training resumes with.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 from uaclm_dist.sweep.cells import Cell
 from uaclm_dist.sweep.spec import SweepSpec, SweepSpecError
+from uaclm_dist.train.run_state import latest_checkpoint
 
 __all__ = ["CellPaths", "cell_paths", "check_spec_lock", "write_spec_lock"]
 
@@ -86,18 +87,8 @@ class CellPaths:
         return self.run_info_file.is_file()
 
     def has_checkpoint(self) -> bool:
-        """A complete checkpoint to resume from: ``run_state.json`` naming ``world_size`` and
-        ``next_step``, and every rank's ``rng/rank<r>.pt`` (as ``train.checkpoint.is_complete``)."""
-        for folder in (self.run_dir / "ray" / "train").glob("checkpoint_*"):
-            state = read_json(folder / "run_state.json")
-            try:
-                world = int(state["world_size"])
-                int(state["next_step"])
-            except (TypeError, KeyError, ValueError):
-                continue
-            if all((folder / "rng" / f"rank{r}.pt").exists() for r in range(world)):
-                return True
-        return False
+        """A complete checkpoint to resume from (:func:`uaclm_dist.train.run_state.is_complete`)."""
+        return latest_checkpoint(self.run_dir / "ray" / "train") is not None
 
     def set_aside_run(self) -> Path:
         """Rename ``run/`` (a failed start with nothing to resume) to ``run.failed-<k>``, k the

@@ -12,15 +12,22 @@ One checkpoint directory (what every rank writes into its own local folder befor
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
+# Reading a checkpoint's state needs no torch (the sweep runner checks checkpoints too).
+from uaclm_dist.train.run_state import (  # noqa: F401 (re-exported)
+    RUN_STATE,
+    is_complete,
+    latest_checkpoint,
+    read_run_state,
+    write_run_state,
+)
+
 DS_TAG = "ds"
-RUN_STATE = "run_state.json"
 
 
 def rng_state() -> dict:
@@ -53,17 +60,6 @@ def save_rank_files(directory: Path, engine, rank: int) -> None:
     torch.save(rng_state(), directory / "rng" / f"rank{rank}.pt")
 
 
-def write_run_state(directory: Path, state: dict) -> None:
-    (directory / RUN_STATE).write_text(json.dumps(state, indent=2))
-
-
-def read_run_state(directory: Path) -> dict:
-    path = Path(directory) / RUN_STATE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} missing: not a uaclm checkpoint directory")
-    return json.loads(path.read_text())
-
-
 def load_rank_files(directory: Path, engine, rank: int) -> None:
     """Restore the DeepSpeed engine (model, optimizer, LR schedule) and this rank's RNG."""
     load_path, _ = engine.load_checkpoint(
@@ -74,28 +70,3 @@ def load_rank_files(directory: Path, engine, rank: int) -> None:
     rng_file = Path(directory) / "rng" / f"rank{rank}.pt"
     if rng_file.exists():
         set_rng_state(torch.load(rng_file, weights_only=True))
-
-
-def is_complete(directory: Path) -> bool:
-    """Rank 0's run state and every rank's files are there (each rank writes its RNG file
-    after its DeepSpeed shard). A run state that cannot be read (cut off mid-write) makes the
-    checkpoint incomplete, never an error: resume falls back to an older one."""
-    try:
-        state = read_run_state(directory)
-        world = int(state["world_size"])
-        int(state["next_step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return all((directory / "rng" / f"rank{r}.pt").exists() for r in range(world))
-
-
-def latest_checkpoint(storage_dir: Path) -> Path | None:
-    """Newest complete checkpoint under a Ray Train run folder (``checkpoint_*`` dirs).
-
-    Read from storage rather than only from Ray's registry: a worker group that dies right
-    after reporting can leave a checkpoint on disk that the controller never registered.
-    """
-    candidates = [p for p in Path(storage_dir).glob("checkpoint_*") if is_complete(p)]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: read_run_state(p)["next_step"])
