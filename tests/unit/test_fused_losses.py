@@ -107,8 +107,10 @@ def test_kernel_choice_follows_the_head():
 
 def test_single_pass_chunk_follows_the_memory_budget():
     assert chunk_tokens_for(32000, 64) == 524  # 64 MiB / (32,000 x 4 B)
-    assert chunk_tokens_for(128256, 64) == 130
-    assert chunk_tokens_for(10**9, 1) == 1
+    assert chunk_tokens_for(128256, 64) == 256  # 130 from the budget, raised to the floor
+    assert chunk_tokens_for(128256, 64, min_tokens=1) == 130
+    assert chunk_tokens_for(128256, 256) == 523
+    assert chunk_tokens_for(10**9, 1, min_tokens=1) == 1
 
 
 TOKEN_OBJECTIVES = [n for n in OBJECTIVES.names() if not OBJECTIVES.get(n).needs_full_vocab]

@@ -41,6 +41,12 @@ from uaclm_dist.losses.types import TokenStats, supervised_token_stats
 #: alive at once: logits, probabilities and the gradient coefficients).
 DEFAULT_CHUNK_MIB = 64.0
 
+#: Fewest tokens per chunk whatever the budget. Each chunk streams the whole ``[V, H]`` head weight
+#: through two matmuls; with fewer rows than this the matmuls are bound by that stream rather than
+#: by arithmetic (measured: 130 tokens per chunk at V = 128,256 ran 1.13x dense, 523 ran 0.79x;
+#: README "Loss benchmark"). At V = 128,256 the floor makes a chunk 125 MiB, at 256k 250 MiB.
+MIN_CHUNK_TOKENS = 256
+
 #: ``(stats of n tokens) -> [n, K, 3]`` directions of each token's (alpha, beta, gamma).
 DirectionsFn = Callable[[TokenStats], "torch.Tensor | None"]
 
@@ -49,10 +55,13 @@ DirectionsFn = Callable[[TokenStats], "torch.Tensor | None"]
 ReduceFn = Callable[[ts.SoftmaxState], ts.SoftmaxState]
 
 
-def chunk_tokens_for(vocab_columns: int, budget_mib: float | None = None) -> int:
-    """Tokens per chunk so that one ``[n, vocab_columns]`` fp32 logits chunk fits the budget."""
+def chunk_tokens_for(
+    vocab_columns: int, budget_mib: float | None = None, min_tokens: int = MIN_CHUNK_TOKENS
+) -> int:
+    """Tokens per chunk: as many as fit one ``[n, vocab_columns]`` fp32 logits chunk in the
+    budget (MiB), but never fewer than ``min_tokens`` (see :data:`MIN_CHUNK_TOKENS`)."""
     budget = (budget_mib or DEFAULT_CHUNK_MIB) * 2**20
-    return max(1, int(budget // (4 * max(1, vocab_columns))))
+    return max(1, min_tokens, int(budget // (4 * max(1, vocab_columns))))
 
 
 def identity_directions(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
