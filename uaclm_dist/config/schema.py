@@ -298,8 +298,8 @@ class ObjectiveConfig(_Section):
         64.0,
         gt=0,
         description="Frozen LM head (the (Q)LoRA case): MiB of fp32 logits per token chunk of the "
-        "single-pass fused loss, but never fewer than 256 tokens per chunk (fewer leaves the matmuls "
-        "bound by streaming the head weight); about three such chunks are alive at once.",
+        "single-pass fused loss, but never fewer than 256 tokens per chunk (fewer leaves the "
+        "matmuls bound by streaming the head weight); about three such chunks are alive at once.",
     )
     chunk_tokens: int | None = Field(
         None,
