@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
 from uaclm_dist.config import RunConfig
+from uaclm_dist.faults import HANG_IN_CHECKPOINT_ENV, KILL_GENERATION_ACTOR_ENV
 
 #: Ray Train's switch of its PreemptionWatcher actor (watches Ray node drains).
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
@@ -32,7 +33,7 @@ PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
 
 #: Driver environment variables handed on to every Ray worker and actor, when set.
 PASSTHROUGH_ENV = ("UACLM_CACHE", "WANDB_DIR", "WANDB_MODE", PREEMPTION_WATCHER_ENV,
-                   PRINT_PATCH_ENV)  # fmt: skip
+                   PRINT_PATCH_ENV, HANG_IN_CHECKPOINT_ENV, KILL_GENERATION_ACTOR_ENV)  # fmt: skip
 
 #: Environment every Ray worker and actor gets: offline hub, no tokenizer thread pools.
 FIXED_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -7,6 +7,8 @@ cluster, so runs cannot leak state into each other or into the test process.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -17,22 +19,26 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from uaclm_dist import faults
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny_test.yaml"
 
 
-def uaclm(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def uaclm(*args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, "-m", "uaclm_dist.cli", *args],
         cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
+        env=None if env is None else {**os.environ, **env},
     )  # fmt: skip
     return proc
 
 
-def train(out: Path, *overrides: str, config: Path = TINY, expect: int = 0) -> dict:
-    proc = uaclm("train", str(config), f"logging.output_dir={out}", *overrides)
+def train(out: Path, *overrides: str, config: Path = TINY, expect: int = 0,
+          env: dict | None = None) -> dict:  # fmt: skip
+    proc = uaclm("train", str(config), f"logging.output_dir={out}", *overrides, env=env)
     assert proc.returncode == expect, (
         f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-6000:]}"
     )
@@ -105,19 +111,51 @@ EXACT = ("model.quantization.method=none", "model.dtype=float32", "model.lora.dr
          "optim.max_steps=6", "objective.name=clm")  # fmt: skip
 
 
-def test_one_worker_accumulating_equals_two_workers(tmp_path):
-    a = tmp_path / "w1"
-    b = tmp_path / "w2"
-    train(a, *EXACT, "distributed.num_workers=1", "optim.grad_accumulation=2",
-          "distributed.cpus_per_worker=1")  # fmt: skip
-    train(b, *EXACT, "distributed.num_workers=2", "optim.grad_accumulation=1")
-    ta, tb = adapter_tensors(a), adapter_tensors(b)
-    assert ta.keys() == tb.keys()
-    for key in ta:
-        assert torch.allclose(ta[key], tb[key], rtol=1e-4, atol=1e-5), key
-    la = [r["loss"] for r in metrics(a)]
-    lb = [r["loss"] for r in metrics(b)]
-    assert la == pytest.approx(lb, rel=1e-5)
+ZERO = {2: ("distributed.deepspeed_config=ds_configs/zero2.json", "distributed.zero_stage=2"),
+        3: ("distributed.deepspeed_config=ds_configs/zero3.json", "distributed.zero_stage=3")}
+#: One global batch of 12 examples (micro 2) spread over 2, 1 and 3 workers.
+WORLDS = {2: ("distributed.num_workers=2", "optim.grad_accumulation=3"),
+          1: ("distributed.num_workers=1", "optim.grad_accumulation=6"),
+          3: ("distributed.num_workers=3", "optim.grad_accumulation=2")}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def two_worker_reference(tmp_path_factory) -> Path:
+    """6 uninterrupted steps on 2 workers (ZeRO-2), global batch 12."""
+    out = tmp_path_factory.mktemp("reference") / "w2"
+    train(out, *EXACT, *ZERO[2], *WORLDS[2], "distributed.cpus_per_worker=0.5")
+    return out
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_a_run_resumes_on_another_world_size_2_then_1_then_3_workers(stage, tmp_path,
+                                                                     two_worker_reference):
+    """Checkpointed on 2 workers, resumed on 1, then on 3 (same global batch): the loss
+    trajectory and the final adapter are those of the uninterrupted 2-worker run (fp32; the
+    reduction order changes with the world size, hence 1e-4 rather than bitwise). Also the
+    accumulation equivalence: 1 worker x 6 micro-batches == 2 x 3 == 3 x 2 per step."""
+    out = tmp_path / "resized"
+    run = (*EXACT, *ZERO[stage], "distributed.cpus_per_worker=0.5")
+    train(out, *run, *WORLDS[2], "--stop-after-steps", "2", expect=75)
+    for world, expect in ((1, 75), (3, 0)):
+        proc = uaclm("train", str(TINY), f"logging.output_dir={out}", *run, *WORLDS[world],
+                     "--resume", str(out), *(("--stop-after-steps", "2") if expect else ()))
+        assert proc.returncode == expect, proc.stderr[-6000:]
+    rows, reference = metrics(out), metrics(two_worker_reference)
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    for a, b in zip(rows, reference, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), a["step"]
+        assert a["n_tokens"] == b["n_tokens"], a["step"]  # the same examples at every step
+    got, want = adapter_tensors(out), adapter_tensors(two_worker_reference)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert torch.allclose(got[key], want[key], rtol=1e-4, atol=1e-5), key
+    logs = "".join(p.read_text(errors="replace") for p in (out / "logs").rglob("*") if p.is_file())
+    assert "resuming on 1 workers" in logs and "resuming on 3 workers" in logs
+    # another global batch is refused before anything starts
+    proc = uaclm("train", str(TINY), f"logging.output_dir={out}", *run,
+                 "distributed.num_workers=1", "optim.grad_accumulation=3", "--resume", str(out))
+    assert proc.returncode == 2 and "same global batch" in proc.stderr
 
 
 def test_stop_and_resume_reproduce_the_uninterrupted_losses(tmp_path):
@@ -209,39 +247,43 @@ def _stop_when_step_logged(out: Path, step: int, timeout: float = 600) -> None:
         time.sleep(0.05)
 
 
-def test_a_killed_worker_is_restarted_from_the_latest_checkpoint(tmp_path):
+def test_a_worker_killed_while_writing_a_checkpoint_resumes_from_the_last_good_one(tmp_path):
+    """Rank 1 is SIGKILLed in the middle of publishing the step-8 checkpoint (the fault hook
+    blocks it after half a file); Ray restarts the workers, resume skips the torn step-8
+    checkpoint (naming it) for the step-4 one, and the run ends as an uninterrupted one."""
     out = tmp_path / "fail"
     run = ("optim.max_steps=40", "objective.name=clm", "logging.checkpoint_every_steps=4",
            *EXACT[:3])  # fmt: skip
-    killer = threading.Thread(target=_kill_a_worker_after_step, args=(out, 6), daemon=True)
+    marker = faults.hang_marker(out, next_step=8, rank=1)
+    killer = threading.Thread(target=_kill_when_hung, args=(marker,), daemon=True)
     killer.start()
-    summary = train(out, *run)
+    summary = train(out, *run, env={faults.HANG_IN_CHECKPOINT_ENV: "8:1"})
     killer.join(timeout=5)
+    assert marker.exists(), "the fault was not injected"
     assert not summary["stopped"]
     rows = metrics(out)
     assert [r["step"] for r in rows] == list(range(1, 41))  # no gap, no duplicate
-    superseded = out / "metrics.superseded.jsonl"
-    # the steps after the last checkpoint were redone (their first rows were set aside)
-    assert superseded.exists()
+    # the steps after the step-4 checkpoint were redone (their first rows were set aside)
+    superseded = [json.loads(x) for x in
+                  (out / "metrics.superseded.jsonl").read_text().splitlines()]  # fmt: skip
+    assert min(r["step"] for r in superseded) == 5
+    logs = "".join(p.read_text(errors="replace") for p in (out / "logs").rglob("*") if p.is_file())
+    assert "skipping checkpoint" in logs and "(step 8): rank 1 never finished writing" in logs
     reference = tmp_path / "ref"
     train(reference, *run)
     for a, b in zip(rows, metrics(reference), strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), a["step"]
+    got, want = adapter_tensors(out), adapter_tensors(reference)
+    assert got.keys() == want.keys()
+    for name in want:
+        assert torch.allclose(got[name], want[name], rtol=1e-5, atol=1e-7), name
 
 
-def _kill_a_worker_after_step(out: Path, step: int, timeout: float = 600) -> None:
-    import os
-    import signal
-
+def _kill_when_hung(marker: Path, timeout: float = 600) -> None:
+    """SIGKILL the worker whose pid the fault hook wrote into ``marker`` once it hangs."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        path = out / "metrics.jsonl"
-        lines = path.read_text().splitlines(keepends=True) if path.exists() else []
-        if any(json.loads(x)["step"] >= step for x in lines if x.endswith("\n")):
-            pids = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True,
-                                  text=True).stdout.split()  # fmt: skip
-            assert pids, "no Ray Train worker process found"
-            os.kill(int(pids[-1]), signal.SIGKILL)
+        if marker.exists() and marker.read_text().strip():
+            os.kill(int(marker.read_text()), signal.SIGKILL)
             return
         time.sleep(0.05)
-

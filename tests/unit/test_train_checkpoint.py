@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from uaclm_dist.train import checkpoint as ckpt
+from uaclm_dist.train.manifest import publish, write_manifest
 
 
 def draws() -> tuple:
@@ -19,11 +20,19 @@ def draws() -> tuple:
 
 
 def make_checkpoint(path: Path, next_step: int, world: int = 2, ranks=None) -> Path:
+    """A checkpoint folder as the ranks in ``ranks`` (default all) publish it: each writes its
+    files into its own folder, its manifest, and publishes them into ``path``."""
     path.mkdir(parents=True)
-    ckpt.write_run_state(path, {"next_step": next_step, "world_size": world})
-    (path / "rng").mkdir()
     for r in range(world) if ranks is None else ranks:
-        (path / "rng" / f"rank{r}.pt").write_bytes(b"")
+        local = path.parent / f".local-{path.name}-rank{r}"
+        (local / "rng").mkdir(parents=True)
+        (local / "rng" / f"rank{r}.pt").write_bytes(bytes([r]) * 16)
+        if r == 0:
+            ckpt.write_run_state(local, {"next_step": next_step, "world_size": world})
+        write_manifest(local, r)
+        publish(local, path, r)
+    if ranks is not None and 0 not in ranks:  # rank 0's run state alone, as if its manifest
+        ckpt.write_run_state(path, {"next_step": next_step, "world_size": world})  # were lost
     return path
 
 

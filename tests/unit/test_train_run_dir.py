@@ -1,5 +1,6 @@
 """train/run_dir.py: a new run folder is created and never reused, a resumed run must have the
-saved configuration except for the allowed keys (optim.max_steps / optim.epochs / logging.*),
+saved configuration except for the allowed keys (optim.max_steps / optim.epochs / logging.*,
+where the workers run, and the world size at the same global batch),
 and what run_info.json records (config, versions, commit, seeds, protocol choices)."""
 
 from __future__ import annotations
@@ -80,11 +81,24 @@ def test_resume_refuses_changed_trajectory_keys(saved_run, override):
 
 @pytest.mark.parametrize(
     "overrides",
-    [[], ["optim.max_steps=50"], ["optim.epochs=7"], ["logging.wandb_mode=disabled"]],
+    [[], ["optim.max_steps=50"], ["optim.epochs=7"], ["logging.wandb_mode=disabled"],
+     ["distributed.ray_address=10.0.0.1:6379"], ["distributed.cpus_per_worker=4"],
+     ["distributed.gloo_socket_ifname=eth1"], ["distributed.max_failures=5"],
+     # the default run: micro 1 x accumulation 2 x 2 workers = 4 examples per step
+     ["distributed.num_workers=1", "optim.grad_accumulation=4"],
+     ["distributed.num_workers=4", "optim.grad_accumulation=1"]],
 )
 def test_resume_accepts_allowed_changes(saved_run, overrides):
     out, run_id = rd.open_resumed_run_dir(config(saved_run, *overrides), str(saved_run))
     assert (out, run_id) == (saved_run, "abc123def456")
+
+
+@pytest.mark.parametrize("overrides", [["distributed.num_workers=4"],
+                                       ["distributed.num_workers=1", "optim.grad_accumulation=8"],
+                                       ["optim.grad_accumulation=4"]])
+def test_resume_refuses_another_global_batch(saved_run, overrides):
+    with pytest.raises(ConfigError, match=r"same global batch .* the run has 4, this config 8"):
+        rd.open_resumed_run_dir(config(saved_run, *overrides), saved_run)
 
 
 def test_resume_accepts_other_output_dir(saved_run, tmp_path):

@@ -88,7 +88,8 @@ class CellPaths:
 
     def has_checkpoint(self) -> bool:
         """A complete checkpoint to resume from (:func:`uaclm_dist.train.run_state.is_complete`)."""
-        return latest_checkpoint(self.run_dir / "ray" / "train") is not None
+        return latest_checkpoint(self.run_dir / "ray" / "train", verify_hashes=False,
+                                 warn=lambda _line: None) is not None
 
     def set_aside_run(self) -> Path:
         """Rename ``run/`` (a failed start with nothing to resume) to ``run.failed-<k>``, k the

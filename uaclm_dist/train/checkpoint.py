@@ -8,6 +8,10 @@ One checkpoint directory (what every rank writes into its own local folder befor
     adapter/               rank 0: LoRA adapter in peft format (PeftModel.from_pretrained)
     run_state.json         rank 0: next step, total steps, epoch, wandb run id
     rng/rank{r}.pt         every rank: python / numpy / torch RNG states
+    portable/trainable_state.pt   rank 0: the same trainable state, independent of the world
+                           size (:mod:`uaclm_dist.train.portable_state`)
+    manifest/rank{r}.json  every rank, written last: its files, sizes, sha256
+                           (:mod:`uaclm_dist.train.manifest`)
 """
 
 from __future__ import annotations
@@ -67,6 +71,13 @@ def load_rank_files(directory: Path, engine, rank: int) -> None:
     )
     if load_path is None:
         raise RuntimeError(f"DeepSpeed found no checkpoint under {directory}/ds")
+    load_rng_if_present(directory, rank)
+
+
+def load_rng_if_present(directory: Path, rank: int) -> bool:
+    """This rank's RNG state, if the checkpoint has one (a rank beyond its world size has
+    none and keeps its seeded streams)."""
     rng_file = Path(directory) / "rng" / f"rank{rank}.pt"
     if rng_file.exists():
         set_rng_state(torch.load(rng_file, weights_only=True))
+    return rng_file.exists()

@@ -96,8 +96,25 @@ def prepare_new_run_dir(cfg: RunConfig) -> tuple[Path, str]:
     return out, uuid.uuid4().hex[:12]
 
 
-# Settings a resumed run may change: how long it runs and how it logs.
-_RESUMABLE_CHANGES = ("optim.max_steps", "optim.epochs", "logging.")
+#: Settings a resumed run may change freely: how long it runs, how it logs, where and on what
+#: resources its workers run.
+RESUMABLE_CHANGES = (
+    "optim.max_steps", "optim.epochs", "logging.", "distributed.ray_address",
+    "distributed.cpus_per_worker", "distributed.gpus_per_worker",
+    "distributed.gloo_socket_ifname", "distributed.nccl_socket_ifname",
+    "distributed.max_failures",
+)  # fmt: skip
+#: May change together when the global batch (micro x accumulation x workers) stays the same:
+#: then every step sees the same examples and the schedule is unchanged (train/sharding.py).
+WORLD_SIZE_KEYS = ("distributed.num_workers", "optim.grad_accumulation")
+
+
+def _global_batch(flat: dict) -> int | None:
+    try:
+        return (int(flat["optim.micro_batch_size"]) * int(flat["optim.grad_accumulation"])
+                * int(flat["distributed.num_workers"]))  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def open_resumed_run_dir(cfg: RunConfig, run_dir: str | Path) -> tuple[Path, str]:
@@ -115,8 +132,18 @@ def open_resumed_run_dir(cfg: RunConfig, run_dir: str | Path) -> tuple[Path, str
     current = _flatten(cfg.to_dict())
     changed = [
         k for k in sorted(set(saved) | set(current))
-        if saved.get(k) != current.get(k) and not k.startswith(_RESUMABLE_CHANGES)
+        if saved.get(k) != current.get(k) and not k.startswith(RESUMABLE_CHANGES)
     ]  # fmt: skip
+    if any(k in WORLD_SIZE_KEYS for k in changed):
+        before, now = _global_batch(saved), _global_batch(current)
+        if before != now:
+            raise ConfigError(
+                f"--resume {run_dir}: distributed.num_workers / optim.grad_accumulation may "
+                "change on resume only with the same global batch (micro_batch_size x "
+                f"grad_accumulation x num_workers): the run has {before}, this config "
+                f"{now}. E.g. 2 workers x 3 accumulation = 1 x 6 = 3 x 2"
+            )
+        changed = [k for k in changed if k not in WORLD_SIZE_KEYS]
     if changed:
         raise ConfigError(
             f"--resume {run_dir}: the config differs from the run's saved config in "

@@ -11,7 +11,6 @@ import math
 import os
 import random
 import resource
-import shutil
 import tempfile
 import time
 import traceback
@@ -25,9 +24,11 @@ import torch.distributed as dist
 from uaclm_dist.config import RunConfig
 from uaclm_dist.console import rank_log, redirect_fds
 from uaclm_dist.data.tokenize import collate
+from uaclm_dist.faults import checkpoint_write_hook
 from uaclm_dist.train import checkpoint as ckpt
 from uaclm_dist.train.adapters import save_adapter, trainable_parameters
 from uaclm_dist.train.ds_config import load_deepspeed_config
+from uaclm_dist.train.manifest import replace_dir_atomically, write_manifest
 from uaclm_dist.train.metrics_sink import MetricsSink
 from uaclm_dist.train.nonfinite import (
     NonFiniteError,
@@ -37,10 +38,17 @@ from uaclm_dist.train.nonfinite import (
 )
 from uaclm_dist.train.objective import CausalLMWithLoss, split_batch
 from uaclm_dist.train.plan import TrainPlan
+from uaclm_dist.train.portable_state import (
+    gather_portable_state,
+    load_portable_state,
+    read_portable_state,
+    save_portable_state,
+)
 from uaclm_dist.train.probe import ProbeTokens, measure, summarize
 from uaclm_dist.train.schedule import linear_warmup_decay
 from uaclm_dist.train.sharding import step_micro_batches
 from uaclm_dist.train.step_metrics import StepMetrics
+from uaclm_dist.train.storage import publish_to_storage
 
 STOP_FILE = "STOP"  # written by the driver on SIGTERM / SIGUSR1, or by `uaclm stop RUN_DIR`
 
@@ -167,8 +175,18 @@ class TrainingWorker:
             resume_dir = Path(self.plan.resume_dir)
         if resume_dir is None:
             return 0, None
-        ckpt.load_rank_files(resume_dir, self.engine, self.rank)
-        return ckpt.read_run_state(resume_dir)["next_step"], resume_dir
+        state = ckpt.read_run_state(resume_dir)
+        saved_world = int(state["world_size"])
+        if saved_world == self.world:
+            ckpt.load_rank_files(resume_dir, self.engine, self.rank)
+        else:  # DeepSpeed's partitions do not fit: the world-size-independent copy does
+            load_portable_state(self.engine, trainable_parameters(self.peft_model),
+                                read_portable_state(resume_dir), self.cfg.distributed.zero_stage)
+            ckpt.load_rng_if_present(resume_dir, self.rank)
+            if self.rank == 0:
+                print(f"[uaclm] resuming on {self.world} workers from {resume_dir.name}, "
+                      f"written by {saved_world} (portable trainable state)", flush=True)
+        return state["next_step"], resume_dir
 
     def _probe_baseline(self, resume_dir: Path | None) -> ProbeTokens | None:
         """The starting model's probe tokens (kept in the run state, so a resumed run compares
@@ -273,25 +291,32 @@ class TrainingWorker:
     # ------------------------------------------------------------------------ checkpoint
 
     def save_checkpoint(self, next_step: int, metrics: dict, final: bool) -> None:
-        """Collective: DeepSpeed state + RNG (every rank), adapter and run state (rank 0),
-        reported to Ray Train. The final one also becomes the run's ``adapter/``."""
+        """Collective: DeepSpeed state + RNG (every rank), adapter and run state (rank 0), each
+        rank's manifest, published file by file into Ray Train's storage
+        (:mod:`uaclm_dist.train.manifest`) and reported. The final one also becomes the run's
+        ``adapter/``."""
         zero_stage = self.cfg.distributed.zero_stage
         assert_finite_trainable(self.module, self.device)
         with tempfile.TemporaryDirectory(prefix="uaclm-ckpt-") as tmp:
             tmp_path = Path(tmp)
             ckpt.save_rank_files(tmp_path, self.engine, self.rank)
+            save_portable_state(tmp_path, gather_portable_state(
+                self.engine, trainable_parameters(self.peft_model), self.rank))
             fingerprint = save_adapter(self.peft_model, tmp_path / "adapter", self.rank, zero_stage)
             if self.rank == 0:
                 if final:  # the user-facing adapter, outside Ray's storage
-                    shutil.copytree(tmp_path / "adapter", self.out_dir / "adapter",
-                                    dirs_exist_ok=True)  # fmt: skip
+                    replace_dir_atomically(tmp_path / "adapter", self.out_dir / "adapter")
                 ckpt.write_run_state(tmp_path, {
                     "next_step": next_step, "total_steps": self.plan.total_steps,
                     "run_id": self.plan.run_id, "world_size": self.world, "final": final,
                     "probe_baseline": self.probe_base.to_state() if self.probe_base else None,
                 })  # fmt: skip
+            write_manifest(tmp_path, self.rank)
+            hook = checkpoint_write_hook(self.out_dir, self.rank, next_step)
             ray.train.report({**metrics, **fingerprint, "next_step": next_step, "final": final},
-                             checkpoint=ray.train.Checkpoint.from_directory(tmp))  # fmt: skip
+                             checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                             checkpoint_upload_fn=lambda c, name: publish_to_storage(
+                                 c, name, self.rank, hook))  # fmt: skip
 
     # ---------------------------------------------------------------------------- finish
 
