@@ -45,6 +45,7 @@ from uaclm_dist.exit_codes import (
     EXIT_OK,
     EXIT_STOPPED,
     CommandFailed,
+    CommandStopped,
 )
 from uaclm_dist.sweep.cli import SWEEP_ARGUMENTS, SWEEP_SUBCOMMANDS
 
@@ -434,6 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandFailed as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except CommandStopped as exc:
+        print(f"{PROG}: stopped: {exc}", file=sys.stderr)
+        return EXIT_STOPPED
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

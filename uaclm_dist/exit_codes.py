@@ -31,3 +31,9 @@ EXIT_CONFIG_ERROR = EXIT_BAD_INPUT
 class CommandFailed(RuntimeError):
     """A command failed for a reason a person can act on (not its input): ``uaclm`` prints
     ``uaclm: error: <message>`` without a traceback and exits with :data:`EXIT_FAILURE`."""
+
+
+class CommandStopped(RuntimeError):
+    """A command stopped on request (a signal) and kept what it had finished; running it again
+    continues. ``uaclm`` prints ``uaclm: stopped: <message>`` and exits with
+    :data:`EXIT_STOPPED`."""

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cluster_fixtures as cf
 import pandas as pd
 import pytest
 
+from uaclm_dist import faults
 from uaclm_dist.evaluate.scores import SCORES, ScoreSpec
 from uaclm_dist.evaluate.stats import ExampleStats
 
@@ -34,18 +37,55 @@ SMOLLM2_EVAL = (
 )  # fmt: skip
 
 
-def uaclm_eval(out: Path, *overrides: str) -> subprocess.CompletedProcess:
+def uaclm_eval(out: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "uaclm_dist.cli", "eval", str(REPO / "configs/tiny_test.yaml"),
          "--base", "--out", str(out), *SMOLLM2_EVAL, *overrides],
         cwd=REPO, capture_output=True, text=True, timeout=1200, check=False,
+        env=None if env is None else {**os.environ, **env},
     )  # fmt: skip
 
 
+def generation_actors() -> list[int]:
+    found = subprocess.run(["pgrep", "-f", r"MapBatches\(GenerationStage\)"], capture_output=True,
+                           text=True).stdout.split()  # fmt: skip
+    return [int(p) for p in found]
+
+
+def sigterm_once_generation_starts(out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`uaclm eval` as :func:`uaclm_eval`, sent SIGTERM as soon as a generation actor exists
+    (before any result has reached the driver)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uaclm_dist.cli", "eval", str(REPO / "configs/tiny_test.yaml"),
+         "--base", "--out", str(out), *SMOLLM2_EVAL, *overrides],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 600
+    while proc.poll() is None and not generation_actors() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
 def test_eval_pipeline_scores_every_id_once_and_writes_the_report(tmp_path):
+    """Also, on the way: SIGTERM during generation stops the evaluation with exit 75, leaving
+    no per-example file; the same command again, with one generation actor SIGKILLed in the
+    middle of its first batch (the fault hook; Ray Data restarts it and retries the batch),
+    scores every example exactly once."""
     out = tmp_path / "eval"
-    proc = uaclm_eval(out, "data.ood.format=fanoutqa", "data.ood.max_examples=4")
+    run = ("data.ood.format=fanoutqa", "data.ood.max_examples=4", "eval.batch_size=2")
+    stopped = sigterm_once_generation_starts(out, *run)
+    assert stopped.returncode == 75, stopped.stderr[-6000:]
+    assert "uaclm: stopped: SIGTERM received; abandoned method 'base'" in stopped.stderr
+    assert json.loads((out / "stopped.json").read_text())["remaining_methods"] == ["base"]
+    assert not list((out / "per_example").iterdir())  # nothing half-written, nothing faked
+    assert not (out / "metrics.json").exists()
+    killed = tmp_path / "actor_killed"
+    proc = uaclm_eval(out, *run, env={faults.KILL_GENERATION_ACTOR_ENV: str(killed)})
     assert proc.returncode == 0, proc.stderr[-6000:]
+    assert killed.exists(), "no generation actor was killed"
+    assert not (out / "stopped.json").exists()
     df = pd.read_parquet(out / "per_example" / "base.parquet")
     expected = {json.loads(x)["id"] for x in QA.read_text().splitlines()}
     in_domain = df[~df["is_ood"]]

@@ -166,6 +166,11 @@ class ModelConfig(_Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass to save memory."
     )
+    trust_remote_code: bool = Field(
+        False,
+        description="Run Python code shipped with the model folder (its config's auto_map). "
+        "Off: such a model is refused without running any of its code.",
+    )
 
 
 # ---------------------------------------------------------------------------------------- data

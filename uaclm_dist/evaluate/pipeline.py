@@ -58,7 +58,9 @@ class GenerationStage:
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         from uaclm_dist.evaluate.generation import example_stats
+        from uaclm_dist.faults import kill_generation_actor_once
 
+        kill_generation_actor_once()  # fault injection for the tests; off unless its env is set
         stats = example_stats(self.model, self.tokenizer, _rows(batch), self.settings)
         return pd.DataFrame([s.to_row() for s in stats])
 
@@ -105,19 +107,24 @@ def generation_settings(eval_cfg: EvalConfig, seed: int) -> GenerationSettings:
     )
 
 
-def _collect(ds: Any, on_rows: Callable[[int], Any] | None) -> pd.DataFrame:
-    """The dataset's rows as one frame, reporting each batch's size to ``on_rows`` on arrival."""
+def _collect(ds: Any, on_rows: Callable[[int], Any] | None,
+             should_stop: Callable[[], None] | None = None) -> pd.DataFrame:  # fmt: skip
+    """The dataset's rows as one frame, reporting each batch's size to ``on_rows`` on arrival;
+    ``should_stop`` is called after each batch and may raise to abandon the dataset."""
     frames = []
     for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
         frames.append(batch)
         if on_rows is not None:
             on_rows(len(batch))
+        if should_stop is not None:
+            should_stop()
     return pd.concat(frames, ignore_index=True) if frames else ds.to_pandas()
 
 
 def run_pipeline(
     prompt_rows: list[dict], *, model_cfg: ModelConfig, adapter_dir: str | None,
     eval_cfg: EvalConfig, seed: int = 0, on_rows: Callable[[int], Any] | None = None,
+    should_stop: Callable[[], None] | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """Evaluate one model (base + optional adapter) on ``prompt_rows`` with Ray Data.
 
@@ -127,6 +134,8 @@ def run_pipeline(
         seed: sampling seed (the run's ``optim.seed``).
         on_rows: called with the number of examples of each finished batch (a progress bar's
             ``update``).
+        should_stop: called after each batch; raising from it abandons the run (nothing is
+            returned, nothing written).
 
     Returns:
         one row per example, in ``prompt_rows`` order: correctness, the ``eval.scores`` and the
@@ -150,12 +159,15 @@ def run_pipeline(
     )  # fmt: skip
     if scores_needing_clusters(eval_cfg.scores):
         # Light next to generation (a MiniLM encoder on short answers): no reserved CPU, so it
-        # can run beside the generation actors on a small machine.
+        # can run beside the generation actors on a small machine. Batches of the generation's
+        # size, so rows reach the driver (and its progress bar) as they are generated: with a
+        # larger batch Ray Data holds them back until that many have accumulated.
         ds = ds.map_batches(
-            ClusteringStage, fn_constructor_kwargs=dict(eval_cfg=eval_cfg), batch_size=64,
+            ClusteringStage, fn_constructor_kwargs=dict(eval_cfg=eval_cfg),
+            batch_size=eval_cfg.batch_size,
             batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0,
         )  # fmt: skip
-    stats = _collect(ds, on_rows)
+    stats = _collect(ds, on_rows, should_stop)
     check_each_id_once([str(r["id"]) for r in prompt_rows], stats)
     order = {str(r["id"]): i for i, r in enumerate(prompt_rows)}
     stats = stats.sort_values("id", key=lambda s: s.map(order)).reset_index(drop=True)

@@ -16,6 +16,7 @@ Driver steps (everything that can fail on bad input runs before Ray starts):
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,12 @@ import pandas as pd
 
 from uaclm_dist.config import ConfigError, RunConfig
 from uaclm_dist.config.preflight import check_cluster
+from uaclm_dist.evaluate.method_files import finished_method, method_fingerprint, write_method
+from uaclm_dist.evaluate.stopping import EvaluationStopped, StopSignals
+
+#: Written when a signal stopped the evaluation (what was kept, what is left); removed once the
+#: same evaluation completes.
+STOPPED_FILE = "stopped.json"
 
 #: The prompt-row keys the pipeline reads (other keys stay on the driver).
 PIPELINE_KEYS = ("id", "question", "references", "prompt_ids", "is_ood")
@@ -130,16 +137,6 @@ def with_context_flags(df: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
     return df
 
 
-def write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """Plain arrow columns without pandas extension-dtype metadata (Ray hands back
-    ``ArrowDtype`` list columns, whose metadata pandas cannot read back)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    pq.write_table(table.replace_schema_metadata(None), path)
-
-
 def check_eval_dir(path: str | Path) -> Path:
     """The evaluation folder (absolute) if it may be used; :class:`ConfigError` when it holds
     an evaluation or a training run already. Creates nothing."""
@@ -188,7 +185,11 @@ def run_evaluation(
     check_eval_dir(out_dir or run_folder / "eval")
     examples = select_eval_examples(cfg, methods, allow_train_overlap=allow_train_overlap)
     rows = prompt_rows(cfg, load_tokenizer_for(cfg.model), examples)
-    out = prepare_eval_dir(out_dir or run_folder / "eval")
+    out = check_eval_dir(out_dir or run_folder / "eval")
+    fingerprints = _fingerprints(cfg, methods, rows)
+    for fingerprint in fingerprints.values():  # a stopped evaluation's finished methods
+        finished_method(out, fingerprint)  # refused here, before Ray, if made otherwise
+    out = prepare_eval_dir(out)
     in_domain = [r["id"] for r in rows if not r["is_ood"]]
     examples.selection["prompts_fitting"] = len(in_domain)
     (out / "examples.json").write_text(json.dumps({**examples.selection, "ids": in_domain},
@@ -198,14 +199,32 @@ def run_evaluation(
     protocol = {**cfg.eval.model_dump(), "prompt_template": cfg.data.prompt_template,
                 "examples": examples.selection,
                 "methods": {n: str(a) if a else "base model" for n, a in methods}}  # fmt: skip
-    per_method = _generate(cfg, methods, rows, out, verbose=verbose)
-    return _score_methods(cfg, per_method, out, protocol)
+    per_method = _generate(cfg, fingerprints, methods, rows, out, verbose=verbose)
+    metrics = _score_methods(cfg, per_method, out, protocol)
+    (out / STOPPED_FILE).unlink(missing_ok=True)  # an earlier stop of this evaluation is over
+    return metrics
 
 
-def _generate(cfg: RunConfig, methods: list[tuple[str, Path | None]], rows: list[dict],
-              out: Path, *, verbose: bool = False) -> dict[str, pd.DataFrame]:  # fmt: skip
+def _fingerprints(cfg: RunConfig, methods: list[tuple[str, Path | None]],
+                  rows: list[dict]) -> dict[str, dict]:  # fmt: skip
+    """``{method: fingerprint}`` of what each method's per-example results depend on."""
+    pipeline_rows = [{k: r[k] for k in PIPELINE_KEYS} for r in rows]
+    model, settings = cfg.model.model_dump(mode="json"), cfg.eval.model_dump(mode="json")
+    return {name: method_fingerprint(name, adapter, model=model, eval_settings=settings,
+                                     seed=cfg.optim.seed, prompt_rows=pipeline_rows)
+            for name, adapter in methods}  # fmt: skip
+
+
+def _generate(cfg: RunConfig, fingerprints: dict[str, dict],
+              methods: list[tuple[str, Path | None]], rows: list[dict], out: Path, *,
+              verbose: bool = False) -> dict[str, pd.DataFrame]:  # fmt: skip
     """Run the pipeline per method inside one Ray session, one progress bar per method over the
-    prompts; writes and returns the per-example frames ``{method: frame}``.
+    prompts; writes and returns the per-example frames ``{method: frame}``. A method finished by
+    an earlier, stopped run of the same evaluation is read back instead.
+
+    A stop signal (:class:`~uaclm_dist.evaluate.stopping.StopSignals`) abandons the method being
+    generated when its next batch of results arrives, writes ``out/stopped.json`` and raises
+    :class:`~uaclm_dist.evaluate.stopping.EvaluationStopped` (exit 75).
 
     Unless ``verbose``, the driver's output meanwhile (Ray's logging and progress blocks, the
     actors' output it forwards, the core worker's error line about Ray Data's restartable
@@ -218,21 +237,49 @@ def _generate(cfg: RunConfig, methods: list[tuple[str, Path | None]], rows: list
     from uaclm_dist.console import LOG_DIR, driver_output
     from uaclm_dist.evaluate.pipeline import run_pipeline
 
-    pipeline_rows = [{k: r[k] for k in PIPELINE_KEYS} for r in rows]
     per_method: dict[str, pd.DataFrame] = {}
+    for name, _ in methods:
+        parquet = finished_method(out, fingerprints[name])
+        if parquet is not None:
+            print(f"[uaclm] eval {name}: reusing {parquet} (finished before a stop)", flush=True)
+            per_method[name] = pd.read_parquet(parquet)
+    todo = [(name, adapter) for name, adapter in methods if name not in per_method]
+    if not todo:
+        return {name: per_method[name] for name, _ in methods}
+    pipeline_rows = [{k: r[k] for k in PIPELINE_KEYS} for r in rows]
     with driver_output(out / LOG_DIR, verbose) as terminal, \
-            ray_session(cfg, quiet=not verbose):  # fmt: skip
-        for name, adapter in methods:
-            with tqdm(total=len(rows), desc=f"eval {name}", unit="prompt", file=terminal,
-                      dynamic_ncols=True) as bar:  # fmt: skip
-                df = run_pipeline(pipeline_rows, model_cfg=cfg.model,
-                                  adapter_dir=str(adapter) if adapter else None,
-                                  eval_cfg=cfg.eval, seed=cfg.optim.seed,
-                                  on_rows=bar.update)  # fmt: skip
-            df = with_context_flags(df, rows)
-            write_parquet(df, out / "per_example" / f"{name}.parquet")
+            ray_session(cfg, quiet=not verbose), StopSignals() as stop:  # fmt: skip
+        for name, adapter in todo:
+            try:
+                stop.raise_if_requested()
+                with tqdm(total=len(rows), desc=f"eval {name}", unit="prompt", file=terminal,
+                          dynamic_ncols=True) as bar:  # fmt: skip
+                    df = run_pipeline(pipeline_rows, model_cfg=cfg.model,
+                                      adapter_dir=str(adapter) if adapter else None,
+                                      eval_cfg=cfg.eval, seed=cfg.optim.seed,
+                                      on_rows=bar.update,
+                                      should_stop=stop.raise_if_requested)  # fmt: skip
+                df = with_context_flags(df, rows)
+                write_method(out, fingerprints[name], df)
+            except EvaluationStopped as exc:
+                remaining = [n for n, _ in todo if n not in per_method]
+                _write_stopped(out, f"{exc}; abandoned method {name!r}", finished=list(per_method),
+                               remaining=remaining)  # fmt: skip
+                raise EvaluationStopped(
+                    f"{exc}; abandoned method {name!r}; finished methods kept in "
+                    f"{out / 'per_example'} ({', '.join(per_method) or 'none'}); run the same "
+                    "command again to generate the rest") from None  # fmt: skip
             per_method[name] = df
-    return per_method
+    return {name: per_method[name] for name, _ in methods}
+
+
+def _write_stopped(out: Path, reason: str, *, finished: list[str],
+                   remaining: list[str]) -> None:  # fmt: skip
+    (out / STOPPED_FILE).write_text(json.dumps({
+        "reason": reason, "finished_methods": finished, "remaining_methods": remaining,
+        "resume": "run the same uaclm eval command again (same --out): finished methods are "
+                  "reused when their settings match",
+    }, indent=2))  # fmt: skip
 
 
 def _score_methods(cfg: RunConfig, per_method: dict[str, pd.DataFrame], out: Path,
@@ -253,8 +300,11 @@ def _score_methods(cfg: RunConfig, per_method: dict[str, pd.DataFrame], out: Pat
                                  seed=cfg.optim.seed)  # fmt: skip
     (out / "comparison.md").write_text(comparison.to_markdown() + "\n")
     (out / "comparison.json").write_text(json.dumps(to_jsonable(comparison.to_dict()), indent=2))
-    (out / "metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=2))
     report = write_report(out, per_method, metrics, comparison, protocol=protocol, scores=scores)
+    # Last and by rename: metrics.json in place marks a complete evaluation (check_eval_dir).
+    partial = out / "metrics.json.partial"
+    partial.write_text(json.dumps(to_jsonable(metrics), indent=2))
+    os.replace(partial, out / "metrics.json")
     print(f"\nreport: {report}\n")
     print(comparison.to_markdown())
     return metrics

@@ -160,16 +160,17 @@ def ensure_smollm2_hf_dir() -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def load_tokenizer(name_or_path: str | os.PathLike):
+def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool = False):
     """Tokenizer for a model name (``"smollm2-135m"``, ``"tiny-llama"``), HF folder or hub id.
 
     Both aliases use the SmolLM2 tokenizer folder (:func:`ensure_smollm2_tokenizer_dir`; the
     converted model folder holds the same files). A tokenizer without a pad token gets ``pad = eos``
     (so data code must mask padding via ``attention_mask``, never by comparing ids with pad).
+    ``trust_remote_code``: allow a tokenizer class shipped as code in the folder.
     """
     aliases = (SMOLLM2, TINY_LLAMA)
     path = ensure_smollm2_tokenizer_dir() if str(name_or_path) in aliases else name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -272,6 +273,7 @@ def load_causal_lm(
     tiny_kwargs: dict | None = None,
     seed: int = 0,
     device_map: str | dict | None = None,
+    trust_remote_code: bool = False,
 ) -> PreTrainedModel:
     """Load a causal LM, optionally in 4-bit NF4 (bitsandbytes), always via ``from_pretrained``.
 
@@ -286,11 +288,13 @@ def load_causal_lm(
         device_map: passed to ``from_pretrained`` when given. ``None`` loads on CPU for plain
             models; for NF4 transformers then picks the current CUDA device, or the CPU without one
             (bitsandbytes 0.50 runs NF4 on CPU). Set ``torch.cuda.set_device(local_rank)`` first.
+        trust_remote_code: run model code shipped in the folder (``auto_map``); off, such a
+            model is refused (transformers raises) before any of that code runs.
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     path = resolve_model_path(name_or_path, tiny_kwargs=tiny_kwargs, seed=seed)
-    kwargs: dict = {"dtype": dtype}
+    kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if quantization == "nf4":
         kwargs["quantization_config"] = nf4_config(
             double_quant=double_quant, compute_dtype=compute_dtype, storage_dtype=storage_dtype

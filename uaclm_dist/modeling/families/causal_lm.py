@@ -26,6 +26,7 @@ def causal_lm_kwargs(model_cfg, device, seed: int) -> dict:
         tiny_kwargs=model_cfg.tiny.model_dump(exclude={"tokenizer"}) if is_tiny else None,
         seed=seed,
         device_map={"": device} if device is not None and device.type == "cuda" else None,
+        trust_remote_code=model_cfg.trust_remote_code,
     )
 
 
@@ -41,7 +42,7 @@ class CausalLM(ModelFamily):
     def load_tokenizer(self, model_cfg):
         from uaclm_dist.modeling.loading import load_tokenizer
 
-        return load_tokenizer(model_cfg.name_or_path)
+        return load_tokenizer(model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code)
 
 
 FAMILIES.register(CausalLM())
