@@ -247,33 +247,33 @@ def _stop_when_step_logged(out: Path, step: int, timeout: float = 600) -> None:
         time.sleep(0.05)
 
 
-def test_a_worker_killed_while_writing_a_checkpoint_resumes_from_the_last_good_one(tmp_path):
-    """Rank 1 is SIGKILLed in the middle of publishing the step-8 checkpoint (the fault hook
-    blocks it after half a file); Ray restarts the workers, resume skips the torn step-8
-    checkpoint (naming it) for the step-4 one, and the run ends as an uninterrupted one."""
+def test_a_worker_killed_while_writing_a_checkpoint_resumes_from_the_last_good_one(
+        tmp_path, two_worker_reference):  # fmt: skip
+    """Rank 1 is SIGKILLed in the middle of publishing the step-4 checkpoint (the fault hook
+    blocks it after half a file); Ray restarts the workers, resume skips the torn step-4
+    checkpoint (naming it) for the step-2 one, and the run ends as the uninterrupted one (the
+    module's 2-worker reference: same config, checkpoints do not change the losses)."""
     out = tmp_path / "fail"
-    run = ("optim.max_steps=40", "objective.name=clm", "logging.checkpoint_every_steps=4",
-           *EXACT[:3])  # fmt: skip
-    marker = faults.hang_marker(out, next_step=8, rank=1)
+    run = (*EXACT, *ZERO[2], *WORLDS[2], "distributed.cpus_per_worker=0.5",
+           "logging.checkpoint_every_steps=2")  # fmt: skip
+    marker = faults.hang_marker(out, next_step=4, rank=1)
     killer = threading.Thread(target=_kill_when_hung, args=(marker,), daemon=True)
     killer.start()
-    summary = train(out, *run, env={faults.HANG_IN_CHECKPOINT_ENV: "8:1"})
+    summary = train(out, *run, env={faults.HANG_IN_CHECKPOINT_ENV: "4:1"})
     killer.join(timeout=5)
     assert marker.exists(), "the fault was not injected"
     assert not summary["stopped"]
     rows = metrics(out)
-    assert [r["step"] for r in rows] == list(range(1, 41))  # no gap, no duplicate
-    # the steps after the step-4 checkpoint were redone (their first rows were set aside)
+    assert [r["step"] for r in rows] == list(range(1, 7))  # no gap, no duplicate
+    # the steps after the step-2 checkpoint were redone (their first rows were set aside)
     superseded = [json.loads(x) for x in
                   (out / "metrics.superseded.jsonl").read_text().splitlines()]  # fmt: skip
-    assert min(r["step"] for r in superseded) == 5
+    assert min(r["step"] for r in superseded) == 3
     logs = "".join(p.read_text(errors="replace") for p in (out / "logs").rglob("*") if p.is_file())
-    assert "skipping checkpoint" in logs and "(step 8): rank 1 never finished writing" in logs
-    reference = tmp_path / "ref"
-    train(reference, *run)
-    for a, b in zip(rows, metrics(reference), strict=True):
+    assert "skipping checkpoint" in logs and "(step 4): rank 1 never finished writing" in logs
+    for a, b in zip(rows, metrics(two_worker_reference), strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), a["step"]
-    got, want = adapter_tensors(out), adapter_tensors(reference)
+    got, want = adapter_tensors(out), adapter_tensors(two_worker_reference)
     assert got.keys() == want.keys()
     for name in want:
         assert torch.allclose(got[name], want[name], rtol=1e-5, atol=1e-7), name

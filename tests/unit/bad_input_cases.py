@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from uaclm_dist.config import REPO_ROOT
+from uaclm_dist.train.manifest import write_manifest
 
 Category = Literal["config", "data", "cli", "cluster"]
 
@@ -157,6 +158,7 @@ def _fake_run(tmp: Path, *, finished: bool = True, checkpoint: bool = True) -> P
             "next_step": 8, "total_steps": 8, "run_id": "0123456789ab", "world_size": 1,
             "final": finished,
         }))  # fmt: skip
+        write_manifest(ckpt, 0)  # a complete checkpoint as far as its files go
     return run
 
 

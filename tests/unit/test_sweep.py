@@ -26,6 +26,7 @@ from uaclm_dist.sweep.layout import cell_paths
 from uaclm_dist.sweep.overrides import override_arg, value_text
 from uaclm_dist.sweep.progress import Progress, format_duration
 from uaclm_dist.sweep.status import read_status
+from uaclm_dist.train.manifest import write_manifest
 from uaclm_dist.train.summary import summarize
 
 SCORES = ["te", "length"]
@@ -421,6 +422,8 @@ def test_retry_resumes_from_a_checkpoint_or_sets_a_dead_start_aside(tmp_path, ca
     (ckpt / "run_state.json").write_text(json.dumps({"world_size": 2, "next_step": 4}))
     for rank in range(2):
         (ckpt / "rng" / f"rank{rank}.pt").write_bytes(b"x")
+    for rank in range(2):
+        write_manifest(ckpt, rank)
     # second: a run that died before any checkpoint
     dead = cell_paths(spec, second).run_dir
     dead.mkdir(parents=True)
