@@ -49,6 +49,8 @@ lint: venv
 bench: venv
 	$(PY) benchmarks/loss_memory.py
 	$(PY) benchmarks/eval_throughput.py
+	$(PY) benchmarks/load_memory.py eval --prompts 2000 20000
+	$(PY) benchmarks/load_memory.py train --steps 5000
 
 # The main job: CLM, UA-CLM and CLM+UA fine-tuning of SmolLM2-135M (QLoRA, 2 Ray workers,
 # ZeRO-2) on FanOutQA with retrieved contexts, then base / CLM / UA-CLM / CLM+UA evaluated side
