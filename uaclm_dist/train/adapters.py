@@ -13,13 +13,15 @@ def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Par
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def gathered(params, zero_stage: int):
-    """Full (un-partitioned) values of ZeRO-3 parameters inside the context."""
+def gathered(params, zero_stage: int, modifier_rank: int | None = None):
+    """Full (un-partitioned) values of ZeRO-3 parameters inside the context; with
+    ``modifier_rank``, that rank's values are written back to every partition on exit. Other
+    stages hold full parameters already."""
     if zero_stage != 3:
         return nullcontext()
     import deepspeed
 
-    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank)
 
 
 def save_adapter(model, out_dir: Path, rank: int, zero_stage: int) -> dict:

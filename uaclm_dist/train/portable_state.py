@@ -20,7 +20,6 @@ values. What is not carried over: the per-rank RNG streams of ranks that did not
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import torch
@@ -33,16 +32,6 @@ def _base_optimizer(engine) -> torch.optim.Optimizer:
     """The torch optimizer under DeepSpeed's ZeRO wrapper (holds ``state[p]["step"]``)."""
     wrapped = engine.optimizer
     return getattr(wrapped, "optimizer", wrapped)
-
-
-def _writable_full(param: torch.nn.Parameter, zero_stage: int):
-    """ZeRO-3: the full parameter inside the context, rank 0's value written back to every
-    partition on exit. Other stages hold the full parameter already."""
-    if zero_stage != 3:
-        return contextlib.nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters([param], modifier_rank=0)
 
 
 def _ensure_adam_state(engine, zero_stage: int) -> None:
@@ -145,6 +134,8 @@ def load_portable_state(engine, named_params: list[tuple[str, torch.nn.Parameter
     ``state`` into a freshly initialized engine (any world size)."""
     from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
 
+    from uaclm_dist.train.adapters import gathered
+
     _ensure_adam_state(engine, zero_stage)
     saved = state["params"]
     names = [n for n, _ in named_params]
@@ -162,7 +153,7 @@ def load_portable_state(engine, named_params: list[tuple[str, torch.nn.Parameter
             for key in ADAM_MOMENTS:
                 safe_set_full_optimizer_state(param, entry[key].to(device), key)
         # The model's own (possibly low-precision) copy, which the next forward reads.
-        with _writable_full(param, zero_stage), torch.no_grad():
+        with gathered([param], zero_stage, modifier_rank=0), torch.no_grad():
             param.data.copy_(entry["fp32"].to(device=device, dtype=param.dtype))
     for per_param in _base_optimizer(engine).state.values():
         if "step" in per_param:
