@@ -3,6 +3,7 @@
 #   make test   - venv + the whole test suite (what CI runs)
 #   make lint   - ruff
 #   make bench  - benchmarks (tables printed and written under .bench/)
+#   make demo-vqa - the vision-language demo (offline VLM on easy-VQA: CLM vs CLM+UA, evaluated)
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -14,11 +15,15 @@ STAMP := $(VENV)/.installed
 # the launcher tests, iproute2 for network-namespace "hosts". Installed when root and missing.
 DEBIAN_PACKAGES := build-essential slurm-wlm munge iproute2 procps
 DEMO_CONFIG ?= configs/demo.yaml
-DEMO_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+# Run folders are stamped once (simply expanded), so every command of a demo uses the same one.
+STAMP_NOW := $(shell date +%Y%m%d-%H%M%S)
+DEMO_DIR ?= runs/demo-$(STAMP_NOW)
+VQA_CONFIG ?= configs/demo_vqa.yaml
+VQA_DIR ?= runs/demo-vqa-$(STAMP_NOW)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test lint bench demo study system-packages clean
+.PHONY: venv test lint bench demo demo-vqa study system-packages clean
 
 venv: $(STAMP)
 
@@ -49,6 +54,7 @@ lint: venv
 bench: venv
 	$(PY) benchmarks/loss_memory.py
 	$(PY) benchmarks/eval_throughput.py
+	$(PY) benchmarks/eval_throughput.py --vqa
 	$(PY) benchmarks/load_memory.py eval --prompts 2000 20000
 	$(PY) benchmarks/load_memory.py train --steps 5000
 
@@ -64,6 +70,17 @@ demo: venv
 	  --adapter ua_clm=$(DEMO_DIR)/ua_clm --adapter clm+ua=$(DEMO_DIR)/clm_ua \
 	  --out $(DEMO_DIR)/eval
 	@echo "report: $(DEMO_DIR)/eval/report.md"
+
+# The vision-language demo: the offline VLM (SmolLM2-135M + MobileNetV2, NF4 QLoRA, 2 Ray
+# workers, ZeRO-2) fine-tuned on easy-VQA with CLM and with CLM + beta x UA, then base / CLM /
+# CLM+UA evaluated side by side on held-out image questions.
+demo-vqa: venv
+	@echo "demo folder: $(VQA_DIR)"
+	$(UACLM) train $(VQA_CONFIG) objective.name=clm logging.output_dir=$(VQA_DIR)/clm
+	$(UACLM) train $(VQA_CONFIG) objective.name=clm+ua logging.output_dir=$(VQA_DIR)/clm_ua
+	$(UACLM) eval $(VQA_CONFIG) --base --adapter clm=$(VQA_DIR)/clm \
+	  --adapter clm+ua=$(VQA_DIR)/clm_ua --out $(VQA_DIR)/eval
+	@echo "report: $(VQA_DIR)/eval/report.md"
 
 # The study (issue 11 item 6): objective {clm, ua_clm, clm+ua} x data.loss_on {all, answer} x
 # seeds {0, 1} on the demo setting, each cell trained and evaluated (resumable: a rerun skips

@@ -14,7 +14,12 @@ temperature 0.3, untempered token log-probs and entropies, semantic clustering, 
 Both timings include loading the model (the pipeline's actors load it themselves).
 Reports answers scored per second and the ratio.
 
-    python benchmarks/eval_throughput.py [--prompts 48] [--samples 5] [--actors 2]
+With ``--vqa`` the model is the offline vision-language model (SmolLM2-135M + MobileNetV2,
+fp32, projector as built) on easy-VQA image questions: one image per answer, so answers per
+second are images per second; the image goes into the prefill (shared by the greedy answer and
+the samples in the pipeline, re-encoded by each ``generate`` call in the loop).
+
+    python benchmarks/eval_throughput.py [--prompts 48] [--samples 5] [--actors 2] [--vqa]
 """
 
 from __future__ import annotations
@@ -32,11 +37,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _config(args):
     from uaclm_dist.config import RunConfig
 
+    model = {"name_or_path": "smollm2-135m", "dtype": "float32",
+             "quantization": {"method": "none"}, "lora": {"enabled": False}}
+    data = {"format": "fanoutqa", "max_examples": args.prompts * 2, "train_fraction": 0.5,
+            "prompt_template": "chat", "max_length": 160}
+    if args.vqa:
+        model.update(family="vision_lm", name_or_path="smollm2-mobilenetv2")
+        data.update(format="easyvqa", max_length=96)
     return RunConfig.model_validate({
-        "model": {"name_or_path": "smollm2-135m", "dtype": "float32",
-                  "quantization": {"method": "none"}, "lora": {"enabled": False}},
-        "data": {"format": "fanoutqa", "max_examples": args.prompts * 2, "train_fraction": 0.5,
-                 "prompt_template": "chat", "max_length": 160},
+        "model": model,
+        "data": data,
         "eval": {"num_samples": args.samples, "max_new_tokens": args.max_new_tokens,
                  "batch_size": args.batch_size, "num_generation_actors": args.actors,
                  "cpus_per_actor": max(1, (os.cpu_count() or 2) // args.actors),
@@ -54,17 +64,18 @@ def sequential(cfg, rows) -> float:
         example_stats,
         load_generation_model,
     )  # fmt: skip
-    from uaclm_dist.modeling.families import load_tokenizer_for
+    from uaclm_dist.modeling.families import family_of, load_tokenizer_for
 
     torch.set_num_threads(os.cpu_count() or 2)
     t0 = time.perf_counter()
     tokenizer = load_tokenizer_for(cfg.model)
+    image_spec = family_of(cfg.model).image_spec(cfg.model)
     model = load_generation_model(cfg.model, None, seed=cfg.optim.seed)
     clusterer = build_clusterer(cfg.eval)
     settings = GenerationSettings(cfg.eval.num_samples, cfg.eval.temperature,
                                   cfg.eval.max_new_tokens, decoder="hf_generate")  # fmt: skip
     for row in rows:
-        (stats,) = example_stats(model, tokenizer, [row], settings)
+        (stats,) = example_stats(model, tokenizer, [row], settings, image_spec)
         example_frame([assign_clusters(stats, clusterer)], list(cfg.eval.scores))
     return time.perf_counter() - t0
 
@@ -89,19 +100,25 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--actors", type=int, default=2)
-    p.add_argument("--out", default=".bench/eval_throughput.md")
+    p.add_argument("--vqa", action="store_true",
+                   help="the offline vision-language model on easy-VQA image questions")
+    p.add_argument("--out", default=None,
+                   help="default: .bench/eval_throughput.md (--vqa: eval_throughput_vqa.md)")
     args = p.parse_args(argv)
+    args.out = args.out or f".bench/eval_throughput{'_vqa' if args.vqa else ''}.md"
 
-    from uaclm_dist.evaluate.runner import prompt_rows
+    from uaclm_dist.evaluate.runner import pipeline_rows, prompt_rows
     from uaclm_dist.modeling.families import load_tokenizer_for
 
     cfg = _config(args)
-    rows = prompt_rows(cfg, load_tokenizer_for(cfg.model))[: args.prompts]
+    rows = pipeline_rows(prompt_rows(cfg, load_tokenizer_for(cfg.model))[: args.prompts])
     seq_s = sequential(cfg, rows)
     pipe_s = pipeline(cfg, rows)
     n = len(rows)
+    what = ("offline VLM (SmolLM2-135M + MobileNetV2) fp32, {n} easy-VQA image prompts"
+            if args.vqa else "SmolLM2-135M-Instruct fp32, {n} FanOutQA prompts").format(n=n)
     table = "\n".join([
-        f"Evaluation throughput, SmolLM2-135M-Instruct fp32, {n} FanOutQA prompts, greedy + "
+        f"Evaluation throughput, {what}, greedy + "
         f"{args.samples} samples x {args.max_new_tokens} new tokens, clustering + scores; "
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs",
         "",

@@ -125,6 +125,28 @@ def _over_long(tmp: Path) -> None:
                    for i in range(1, 11)))(tmp)
 
 
+def _png() -> bytes:
+    """A valid 8 x 8 black PNG."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _with_image(name: str, content: bytes | None = None) -> Callable[[Path], None]:
+    """3 rows; row q2 points at the image file ``name`` (relative to the jsonl file) holding
+    ``content`` (None: a valid PNG)."""
+
+    def build(tmp: Path) -> None:
+        (tmp / name).write_bytes(_png() if content is None else content)
+        _jsonl(_rows(3, {2: _row(2, image=name)}))(tmp)
+
+    return build
+
+
 def _dir(name: str, *files: tuple[str, str]) -> Callable[[Path], None]:
     def build(tmp: Path) -> None:
         (tmp / name).mkdir(parents=True)
@@ -180,6 +202,7 @@ def _evaluation_in_run(tmp: Path) -> None:
 
 
 JSONL = ("data.format=jsonl", "data.paths=[{tmp}/rows.jsonl]")
+TINY_VLM = ("model.family=vision_lm", "model.name_or_path=tiny-llama-mobilenetv2")
 
 # ---------------------------------------------------------------------------------- the cases
 
@@ -315,6 +338,16 @@ CASES: list[Case] = [
          r"data: \S*rows\.jsonl: record 'q2': image '\S*images/q2\.png' not found",
          "file, row id, image",
          build=_jsonl(_rows(3, {2: _row(2, image="images/q2.png")}))),
+    Case("data-image-with-text-model", "data",
+         "image rows with a text-only model (they would be trained without their images)",
+         ("train", "CONFIG", *JSONL),
+         r"data: jsonl:rows\.jsonl: record 'q2' has an image \('\S*q2\.png'\), but "
+         r"model\.family 'causal_lm' takes text only; use model\.family: vision_lm",
+         "file, row id, image, key", build=_with_image("q2.png")),
+    Case("data-unreadable-image", "data", "an image file that is not an image",
+         ("train", "CONFIG", *JSONL, *TINY_VLM),
+         r"data: jsonl:rows\.jsonl: record 'q2': image '\S*q2\.png' cannot be read as an image",
+         "file, row id, image", build=_with_image("q2.png", b"<html>not an image</html>")),
     Case("data-field-map-unknown", "data",
          "a `data.field_map` entry for a field records do not have",
          ("train", "CONFIG", *JSONL, "data.field_map.answer=gold"),

@@ -140,6 +140,17 @@ class LoraConfig(_Section):
         return value
 
 
+class VisionModelConfig(_Section):
+    """Vision-language models (``model.family: vision_lm``)."""
+
+    train_projector: bool | None = Field(
+        None,
+        description="Train the vision-to-language projector in full next to the LoRA adapters "
+        "(saved with the adapter). null: on for the offline VLMs, whose projector starts "
+        "random; off for pretrained LLaVA checkpoints. The vision tower is always frozen.",
+    )
+
+
 class ModelConfig(_Section):
     """The base model, its precision, quantization and adapters."""
 
@@ -147,13 +158,16 @@ class ModelConfig(_Section):
         "smollm2-135m",
         min_length=1,
         description="Base model: an alias ('smollm2-135m' = packaged SmolLM2-135M-Instruct, "
-        "'tiny-llama' = random tiny Llama shaped by model.tiny), a Hugging Face id or a local "
-        "directory.",
+        "'tiny-llama' = random tiny Llama shaped by model.tiny; with model.family vision_lm: "
+        "'smollm2-mobilenetv2' / 'tiny-llama-mobilenetv2' = offline VLMs with a pretrained "
+        "MobileNetV2 tower), a Hugging Face id or a local directory (a llava-hf checkpoint "
+        "for vision_lm).",
     )
     family: FamilyName = Field(
         "causal_lm",
         description="Model family from the model registry (uaclm_dist/modeling/families): "
-        "'causal_lm' = any Hugging Face causal LM.",
+        "'causal_lm' = any Hugging Face causal LM; 'vision_lm' = LLaVA-style vision-language "
+        "models (vision tower + projector + causal LM).",
     )
     dtype: Dtype = Field("bfloat16", description="Dtype of the non-quantized parameters.")
     tiny: TinyModelConfig = Field(
@@ -170,6 +184,9 @@ class ModelConfig(_Section):
         False,
         description="Run Python code shipped with the model folder (its config's auto_map). "
         "Off: such a model is refused without running any of its code.",
+    )
+    vlm: VisionModelConfig = Field(
+        default_factory=VisionModelConfig, description="Vision-language model options."
     )
 
 

@@ -17,8 +17,10 @@ Context and Question lines, without the trailing ``"Answer:"`` cue, whose role t
 takes - and ``add_generation_prompt=True``. The target is the bare answer (the assistant turn
 starts on a fresh line).
 
-The first reference answer is the training target; tokenization appends EOS after it. Image
-records get the same text; the image tokens are the multimodal model's business, not the prompt's.
+The first reference answer is the training target; tokenization appends EOS after it. For an
+image record and a vision-language model, ``image_placeholder`` (the model's image tokens, see
+:class:`~uaclm_dist.modeling.images.ImageSpec`) opens the user message on its own line, as
+LLaVA's ``USER: <image>\n...`` does; the model puts the projected image features there.
 """
 
 from __future__ import annotations
@@ -34,25 +36,31 @@ TEMPLATES = ("paper", "chat")
 Template = Literal["paper", "chat"]
 
 
-def user_message(record: QARecord) -> str:
-    """Instruction, optional ``Context:`` line and ``Question:`` line, newline-separated."""
-    lines = [INSTRUCTION]
+def user_message(record: QARecord, image_placeholder: str | None = None) -> str:
+    """Instruction, optional ``Context:`` line and ``Question:`` line, newline-separated; the
+    image placeholder first when given and the record has an image."""
+    lines = [image_placeholder] if image_placeholder and record.image else []
+    lines.append(INSTRUCTION)
     if record.context:
         lines.append(f"Context: {record.context}")
     lines.append(f"Question: {record.question}")
     return "\n".join(lines)
 
 
-def build_prompt(record: QARecord, template: Template = "paper", tokenizer: Any = None) -> str:
+def build_prompt(
+    record: QARecord, template: Template = "paper", tokenizer: Any = None,
+    image_placeholder: str | None = None,
+) -> str:  # fmt: skip
     """The prompt text the model sees before its answer (no answer, no special tokens added
-    beyond what the chat template writes). ``tokenizer`` is needed for ``template="chat"``."""
+    beyond what the chat template writes). ``tokenizer`` is needed for ``template="chat"``;
+    ``image_placeholder`` for image records (see the module docstring)."""
     if template == "paper":
-        return user_message(record) + "\nAnswer:"
+        return user_message(record, image_placeholder) + "\nAnswer:"
     if template == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise ValueError("prompt_template 'chat' needs a tokenizer with a chat template; "
                              "use prompt_template 'paper' for base models")
-        messages = [{"role": "user", "content": user_message(record)}]
+        messages = [{"role": "user", "content": user_message(record, image_placeholder)}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     raise ValueError(f"unknown prompt template {template!r}; expected one of {TEMPLATES}")
 

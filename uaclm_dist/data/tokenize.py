@@ -8,6 +8,10 @@ One example is ``prompt tokens + answer tokens + EOS``:
 - The prompt tokens are exactly what generation feeds the model (:func:`encode_prompt`); the
   answer tokens are the continuation of the tokenized ``prompt + target`` text, so training sees
   the tokens the model would generate.
+- Image records (vision-language models, ``image_spec`` given): the prompt opens with the
+  model's image placeholder tokens (:func:`~uaclm_dist.data.prompts.build_prompt`); their labels
+  are always ``-100`` (nothing to predict there); :func:`collate` adds ``pixel_values`` for the
+  rows that have an image. Placeholders are never cut: a row that does not fit is dropped.
 - Too long for ``max_length``: the CONTEXT is cut from its start, keeping the part nearest the
   question (for CoQA the latest conversation turns, which the question most often refers to);
   the instruction, question, answer and EOS are never cut. If even the prompt without any
@@ -29,6 +33,8 @@ from uaclm_dist.losses.constants import IGNORE_INDEX
 if TYPE_CHECKING:
     import torch
 
+    from uaclm_dist.modeling.images import ImageSpec
+
 __all__ = [
     "IGNORE_INDEX",
     "TokenizeReport",
@@ -37,6 +43,7 @@ __all__ = [
     "encode_example",
     "encode_prompt",
     "fit_context",
+    "image_placeholder",
     "tokenize_record",
     "tokenize_records",
 ]
@@ -57,6 +64,7 @@ class TokenizedExample:
         attention_mask: ``[T]`` all ones (padding is added by :func:`collate`).
         prompt_length: number of prompt tokens; the answer starts at this index.
         context_cut: whether the context was shortened to fit ``max_length``.
+        image: the record's image file (its placeholder tokens are in ``input_ids``), or None.
     """
 
     id: str
@@ -65,6 +73,7 @@ class TokenizedExample:
     attention_mask: tuple[int, ...]
     prompt_length: int
     context_cut: bool = False
+    image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,9 +95,24 @@ def encode_prompt(prompt: str, tokenizer: Any, template: Template) -> list[int]:
     return list(tokenizer(prompt, add_special_tokens=template == "paper")["input_ids"])
 
 
+def image_placeholder(record: QARecord, image_spec: ImageSpec | None) -> str | None:
+    """The placeholder text of ``record``'s image (None for text records).
+
+    Raises:
+        ValueError: the record has an image but the model takes none (``image_spec`` None).
+    """
+    if record.image is None:
+        return None
+    if image_spec is None:
+        raise ValueError(f"record {record.id!r} ({record.source or 'data'}) has an image, but "
+                         "the model takes text only; use model.family: vision_lm")  # fmt: skip
+    return image_spec.placeholder()
+
+
 def encode_example(
-    record: QARecord, tokenizer: Any, template: Template = "paper"
-) -> tuple[list[int], list[int]]:
+    record: QARecord, tokenizer: Any, template: Template = "paper",
+    image_spec: ImageSpec | None = None,
+) -> tuple[list[int], list[int]]:  # fmt: skip
     """``(prompt_ids, answer_ids)`` with ``answer_ids`` ending in EOS.
 
     The answer tokens are the tail of ``encode(prompt + target)`` when that starts with the
@@ -98,7 +122,7 @@ def encode_example(
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no eos_token_id; training examples end in EOS")
-    prompt = build_prompt(record, template, tokenizer)
+    prompt = build_prompt(record, template, tokenizer, image_placeholder(record, image_spec))
     target = target_text(record, template)
     prompt_ids = encode_prompt(prompt, tokenizer, template)
     joint = encode_prompt(prompt + target, tokenizer, template)
@@ -120,8 +144,9 @@ def _context_tails(tokenizer: Any, context: str):
 
 
 def fit_context(
-    record: QARecord, tokenizer: Any, *, template: Template = "paper", max_prompt_tokens: int
-) -> tuple[QARecord | None, bool]:
+    record: QARecord, tokenizer: Any, *, template: Template = "paper", max_prompt_tokens: int,
+    image_spec: ImageSpec | None = None,
+) -> tuple[QARecord | None, bool]:  # fmt: skip
     """Shorten ``record.context`` from its start until the prompt fits ``max_prompt_tokens``.
 
     Returns ``(record, cut)``: the record unchanged (``cut=False``) if its prompt fits; a copy
@@ -130,8 +155,11 @@ def fit_context(
     Generation can call this with ``max_length - max_new_tokens`` to prompt the same way.
     """
 
+    placeholder = image_placeholder(record, image_spec)
+
     def length(rec: QARecord) -> int:
-        return len(encode_prompt(build_prompt(rec, template, tokenizer), tokenizer, template))
+        prompt = build_prompt(rec, template, tokenizer, placeholder)
+        return len(encode_prompt(prompt, tokenizer, template))
 
     n = length(record)
     if n <= max_prompt_tokens:
@@ -157,19 +185,21 @@ def tokenize_record(
     template: Template = "paper",
     loss_on: LossOn = "all",
     max_length: int,
+    image_spec: ImageSpec | None = None,
 ) -> TokenizedExample | None:
     """Tokenize one record (see the module docstring); ``None`` if it cannot fit
-    ``max_length`` even without context."""
+    ``max_length`` even without context. ``image_spec``: the vision-language model's image
+    inputs (required for image records)."""
     if loss_on not in ("all", "answer"):
         raise ValueError(f"loss_on must be 'all' or 'answer', got {loss_on!r}")
-    prompt_ids, answer_ids = encode_example(record, tokenizer, template)
+    prompt_ids, answer_ids = encode_example(record, tokenizer, template, image_spec)
     cut = False
     if len(prompt_ids) + len(answer_ids) > max_length:
-        fitted, cut = fit_context(record, tokenizer, template=template,
-                                  max_prompt_tokens=max_length - len(answer_ids))
+        fitted, cut = fit_context(record, tokenizer, template=template, image_spec=image_spec,
+                                  max_prompt_tokens=max_length - len(answer_ids))  # fmt: skip
         if fitted is None:
             return None
-        prompt_ids, answer_ids = encode_example(fitted, tokenizer, template)
+        prompt_ids, answer_ids = encode_example(fitted, tokenizer, template, image_spec)
         if len(prompt_ids) + len(answer_ids) > max_length:  # the answer tokens changed
             return None
     input_ids = (*prompt_ids, *answer_ids)
@@ -177,9 +207,14 @@ def tokenize_record(
         labels = input_ids
     else:
         labels = (IGNORE_INDEX,) * len(prompt_ids) + tuple(answer_ids)
+    if record.image is not None:  # image placeholders are inputs, never targets
+        image_id = tokenizer.convert_tokens_to_ids(image_spec.image_token)
+        labels = tuple(IGNORE_INDEX if t == image_id else y
+                       for t, y in zip(input_ids, labels, strict=True))  # fmt: skip
     return TokenizedExample(id=record.id, input_ids=input_ids, labels=labels,
                             attention_mask=(1,) * len(input_ids),
-                            prompt_length=len(prompt_ids), context_cut=cut)
+                            prompt_length=len(prompt_ids), context_cut=cut,
+                            image=record.image)  # fmt: skip
 
 
 def tokenize_records(
@@ -189,6 +224,7 @@ def tokenize_records(
     template: Template = "paper",
     loss_on: LossOn = "all",
     max_length: int,
+    image_spec: ImageSpec | None = None,
 ) -> tuple[list[TokenizedExample], TokenizeReport]:
     """Tokenize many records (order kept); dropped ones are listed in the report."""
     examples: list[TokenizedExample] = []
@@ -197,7 +233,7 @@ def tokenize_records(
     for record in records:
         n_in += 1
         example = tokenize_record(record, tokenizer, template=template, loss_on=loss_on,
-                                  max_length=max_length)
+                                  max_length=max_length, image_spec=image_spec)
         if example is None:
             dropped.append(record.id)
         else:
@@ -211,12 +247,16 @@ def tokenize_records(
     return examples, report
 
 
-def collate(examples: Sequence[TokenizedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
+def collate(
+    examples: Sequence[TokenizedExample], pad_token_id: int, image_spec: ImageSpec | None = None
+) -> dict[str, torch.Tensor]:
     """Right-pad a batch to its longest example.
 
     Returns int64 tensors ``input_ids`` ``[B, T]`` (``pad_token_id`` at pads),
     ``attention_mask`` ``[B, T]`` (0 at pads) and ``labels`` ``[B, T]`` (``-100`` at pads,
     unshifted). Pads are found by position, never by id (SmolLM2's pad id is its EOS id).
+    When rows have images: ``pixel_values`` float32 ``[n_images, 3, size, size]``, one per
+    image row in row order (text-only rows of a mixed batch have none).
     """
     import torch  # imported here so that loading records does not pay for torch
 
@@ -233,4 +273,12 @@ def collate(examples: Sequence[TokenizedExample], pad_token_id: int) -> dict[str
         input_ids[row, :n] = torch.tensor(example.input_ids, dtype=torch.long)
         attention_mask[row, :n] = torch.tensor(example.attention_mask, dtype=torch.long)
         labels[row, :n] = torch.tensor(example.labels, dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    images = [e.image for e in examples if e.image is not None]
+    if images:
+        if image_spec is None:
+            raise ValueError("the batch has image rows but no image_spec to preprocess them")
+        from uaclm_dist.modeling.images import pixel_values
+
+        batch["pixel_values"] = pixel_values(images, image_spec)
+    return batch

@@ -52,6 +52,7 @@ def _sample(
 def decode_greedy_and_samples(
     model, prompt_ids: list[list[int]], *, pad_token_id: int, eos_token_ids: list[int],
     num_samples: int, temperature: float, max_new_tokens: int, seed: int, top_k: int = 0,
+    prefill_inputs: dict[str, torch.Tensor] | None = None,
 ) -> list[tuple[GeneratedAnswer, list[GeneratedAnswer]]]:  # fmt: skip
     """Greedy answer and ``num_samples`` samples for each of ``B`` prompts, in one decode loop.
 
@@ -59,6 +60,9 @@ def decode_greedy_and_samples(
         model: an HF causal LM (or a peft model around one) in eval mode.
         prompt_ids: ``B`` token-id lists (any lengths; left-padded here).
         seed: seeds the sampling stream (a CPU generator on CPU, the device's otherwise).
+        prefill_inputs: extra keyword inputs of the prefill only, e.g. a vision-language
+            model's ``pixel_values`` (its image features then live in the KV cache, shared by
+            the greedy row and the samples).
 
     Returns:
         ``[(greedy, [sample_1 .. sample_K])]`` per prompt; each answer is cut after its first EOS
@@ -72,7 +76,7 @@ def decode_greedy_and_samples(
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
 
     out = lm(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-             use_cache=True, logits_to_keep=1)  # fmt: skip
+             use_cache=True, logits_to_keep=1, **(prefill_inputs or {}))  # fmt: skip
     cache = out.cache
     cache.batch_repeat_interleave(group)
     logits = out.logits[:, -1, :].repeat_interleave(group, dim=0)  # [R, V]

@@ -67,9 +67,11 @@ def _token_stats(logits: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.Tens
 def generate_answers(
     model, prompt_ids: list[list[int]], *, pad_token_id: int, eos_token_ids: list[int],
     do_sample: bool, num_return: int, temperature: float, max_new_tokens: int,
-    seed: int, top_k: int = 0,
+    seed: int, top_k: int = 0, prefill_inputs: dict[str, torch.Tensor] | None = None,
 ) -> list[list[GeneratedAnswer]]:  # fmt: skip
     """Batched generation for ``B`` prompts (left-padded); ``num_return`` answers per prompt.
+    ``prefill_inputs``: extra model inputs such as ``pixel_values`` (HF ``generate`` passes
+    them to the prefill only).
 
     Returns ``[B][num_return]`` answers, each cut after its first EOS token.
     """
@@ -92,7 +94,8 @@ def generate_answers(
         kwargs.update(temperature=None, top_k=None, top_p=None)
     with torch.no_grad():
         out = model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
+            input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs,
+            **(prefill_inputs or {}),
         )
     generated = out.sequences[:, width:]  # [B * R, T]
     steps = [_token_stats(step_logits, generated[:, t]) for t, step_logits in enumerate(out.logits)]
@@ -116,19 +119,37 @@ def batch_seed(base_seed: int, ids: list[str]) -> int:
     return (base_seed * 1_000_003 + zlib.crc32("\x1f".join(ids).encode())) % 2**31
 
 
+def image_inputs(model, rows: list[dict], image_spec) -> dict[str, torch.Tensor]:
+    """``{"pixel_values": [n_images, 3, S, S]}`` (the model's dtype and device) for the rows
+    that carry an ``image`` path, in row order; ``{}`` when none does."""
+    paths = [r["image"] for r in rows if r.get("image")]
+    if not paths:
+        return {}
+    if image_spec is None:
+        raise ValueError("prompt rows carry images but the model takes none")
+    from uaclm_dist.modeling.images import pixel_values
+
+    weight = model.get_input_embeddings().weight
+    return {"pixel_values": pixel_values(paths, image_spec).to(weight.device, weight.dtype)}
+
+
 def example_stats(
-    model, tokenizer, rows: list[dict], settings: GenerationSettings
+    model, tokenizer, rows: list[dict], settings: GenerationSettings, image_spec=None
 ) -> list[ExampleStats]:
     """Greedy + sampled statistics for a batch of prompt rows.
 
     Args:
-        rows: dicts with ``id``, ``question``, ``references``, ``prompt_ids``, ``is_ood``.
+        rows: dicts with ``id``, ``question``, ``references``, ``prompt_ids``, ``is_ood`` and,
+            for a vision-language model, ``image`` (a path or None: text rows mix in freely).
+        image_spec: the model's :class:`~uaclm_dist.modeling.images.ImageSpec` (None: text).
     """
     prompts = [list(r["prompt_ids"]) for r in rows]
+    prefill = image_inputs(model, rows, image_spec)
     eos = [tokenizer.eos_token_id]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     seed = batch_seed(settings.seed, [str(r["id"]) for r in rows])
-    common = dict(pad_token_id=pad, eos_token_ids=eos, max_new_tokens=settings.max_new_tokens)
+    common = dict(pad_token_id=pad, eos_token_ids=eos, max_new_tokens=settings.max_new_tokens,
+                  prefill_inputs=prefill)  # fmt: skip
     if settings.decoder == "shared_prefill":
         from uaclm_dist.evaluate.decoding import decode_greedy_and_samples
 

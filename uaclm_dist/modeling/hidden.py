@@ -55,6 +55,59 @@ def final_hidden_states(model: torch.nn.Module, **inputs: torch.Tensor) -> torch
     return outputs.last_hidden_state
 
 
+def image_features(vlm: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Projected features ``[n_images * tokens_per_image, H]`` of a LLaVA-style ``*Model``
+    (``get_image_features``: a tensor ``[n, tokens, H]`` for FastVLM, a list of ``[tokens, H]``
+    for LLaVA)."""
+    features = vlm.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output
+    if isinstance(features, (list, tuple)):
+        return torch.cat([f.reshape(-1, f.shape[-1]) for f in features])
+    return features.reshape(-1, features.shape[-1])
+
+
+def final_hidden_states_with_images(
+    model: torch.nn.Module, *, image_size: int, input_ids: torch.Tensor,
+    pixel_values: torch.Tensor | None = None, **inputs: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """:func:`final_hidden_states` of a LLaVA-style vision-language model, computed so that
+    every micro-batch runs the same modules in the same order: vision tower and projector
+    first, then the token embeddings, then the language model.
+
+    Under ZeRO-3 each module's parameters are gathered by a collective as the module runs, so
+    all ranks must run the same modules in the same order (DeepSpeed issue 7170). The model's
+    own forward runs the tower only when a batch has images, and after the embeddings; here a
+    batch without images runs one black ``image_size`` image whose features enter at zero
+    weight (``+ 0 * sum``), which changes no value and no gradient.
+
+    Args:
+        image_size: side of the tower's input images (the blank image's size).
+        input_ids: ``[B, T]`` with ``config.image_token_id`` at each image placeholder.
+        pixel_values: ``[n_images, 3, S, S]`` in the tower's dtype, one image per row that has
+            placeholders, in row order; None for a batch without images.
+        inputs: ``attention_mask`` and the rest of the language model's keyword inputs.
+
+    Returns:
+        ``[B, T, H]`` equal to the model's own forward (tested).
+    """
+    vlm = backbone(model)
+    embed = vlm.get_input_embeddings()
+    if pixel_values is None:
+        dtype = embed.weight.dtype
+        blank = torch.zeros(1, 3, image_size, image_size, dtype=dtype, device=input_ids.device)
+        features = image_features(vlm, blank)
+        embeds = embed(input_ids)
+        embeds = embeds + 0.0 * features.sum().to(embeds.dtype)
+    else:
+        features = image_features(vlm, pixel_values)
+        embeds = embed(input_ids)
+        slots = input_ids == vlm.config.image_token_id
+        if int(slots.sum()) != features.shape[0]:
+            raise ValueError(f"{int(slots.sum())} image tokens in the batch but "
+                             f"{features.shape[0]} image feature vectors")  # fmt: skip
+        embeds = embeds.masked_scatter(slots.unsqueeze(-1), features.to(embeds.dtype))
+    return vlm(inputs_embeds=embeds, use_cache=False, **inputs).last_hidden_state
+
+
 def output_head(model: torch.nn.Module) -> torch.nn.Module:
     """The model's output-embedding module (``lm_head``), peft / wrapper aware."""
     head = unwrap_model(model).get_output_embeddings()

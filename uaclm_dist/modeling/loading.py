@@ -250,10 +250,13 @@ def nf4_config(
     double_quant: bool = True,
     compute_dtype: torch.dtype = torch.bfloat16,
     storage_dtype: torch.dtype = torch.bfloat16,
+    skip_modules: Sequence[str] | None = None,
 ) -> BitsAndBytesConfig:
     """QLoRA NF4 config. ``storage_dtype`` (packed 4-bit storage) should equal the model dtype so
-    that DeepSpeed ZeRO sees one uniform parameter dtype."""
+    that DeepSpeed ZeRO sees one uniform parameter dtype. ``skip_modules``: module names kept
+    unquantized (replaces transformers' default, the output embeddings: list ``lm_head`` too)."""
     return BitsAndBytesConfig(
+        llm_int8_skip_modules=list(skip_modules) if skip_modules is not None else None,
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=double_quant,
@@ -353,6 +356,7 @@ def attach_lora(
     target_modules: str | Sequence[str],
     quantized: bool,
     gradient_checkpointing: bool = False,
+    modules_to_save: Sequence[str] | None = None,
 ):
     """Wrap ``model`` with LoRA adapters (peft), freezing every base parameter.
 
@@ -369,6 +373,8 @@ def attach_lora(
         target_modules: list of module-name suffixes (every entry must match some module) or a
             regex matched against full module names (peft semantics).
         quantized: the caller's claim that ``model`` was loaded in 4-bit; checked.
+        modules_to_save: modules trained in full next to the adapters (peft keeps a trainable
+            copy and saves it with the adapter), e.g. a vision-language model's projector.
 
     Raises:
         ValueError: no module matches a target, or ``quantized`` disagrees with the model.
@@ -390,6 +396,7 @@ def attach_lora(
         target_modules=target_modules if isinstance(target_modules, str) else list(target_modules),
         bias="none",
         task_type="CAUSAL_LM",
+        modules_to_save=list(modules_to_save) if modules_to_save else None,
     )
     with warnings.catch_warnings():  # peft reads a transformers attribute deprecated in v5
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")

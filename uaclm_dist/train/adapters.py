@@ -25,21 +25,23 @@ def gathered(params, zero_stage: int, modifier_rank: int | None = None):
 
 
 def save_adapter(model, out_dir: Path, rank: int, zero_stage: int) -> dict:
-    """Collective: gather the LoRA weights and (rank 0) save them in peft format.
+    """Collective: gather the trainable weights and (rank 0) save them in peft format: the LoRA
+    adapters and any ``modules_to_save`` (a vision-language model's projector).
+
+    peft's ``save_pretrained(state_dict=...)`` takes the model's own state-dict keys and picks
+    the adapter's entries from them itself, so the gathered values go in under those keys.
 
     Returns a fingerprint of what was saved (``adapter_numel``, ``adapter_l1``, from the
     gathered values) so tests can check the file holds what the workers held.
     """
-    from peft import get_peft_model_state_dict
-
-    params = [p for _, p in trainable_parameters(model)]
-    with gathered(params, zero_stage):
-        state = {
-            k: v.detach().to("cpu").clone() for k, v in get_peft_model_state_dict(model).items()
-        }
+    named = trainable_parameters(model)
+    with gathered([p for _, p in named], zero_stage):
+        state = {name: p.detach().to("cpu").clone() for name, p in named}
         if rank == 0:
             model.save_pretrained(str(out_dir), state_dict=state)
     return {
         "adapter_numel": int(sum(v.numel() for v in state.values())),
         "adapter_l1": float(sum(v.float().abs().sum() for v in state.values())),
     }
+
+

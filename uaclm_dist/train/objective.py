@@ -14,8 +14,17 @@ import torch
 
 from uaclm_dist.losses.objectives import Objective
 from uaclm_dist.losses.types import LossOutput
-from uaclm_dist.modeling.hidden import final_hidden_states
+from uaclm_dist.modeling.hidden import final_hidden_states, final_hidden_states_with_images
 from uaclm_dist.modeling.sharded_head import ShardedLMHead
+
+
+def batch_to(
+    batch: dict[str, torch.Tensor], device: torch.device, float_dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """A collated batch on ``device``; floating inputs (``pixel_values``) in the model's dtype
+    (the vision tower's parameters are in ``model.dtype``), ids and masks unchanged."""
+    return {k: v.to(device, float_dtype) if v.is_floating_point() else v.to(device)
+            for k, v in batch.items()}  # fmt: skip
 
 
 def split_batch(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -37,6 +46,13 @@ class CausalLMWithLoss(torch.nn.Module):
             shard decided when the head was built) or ``reference`` (dense logits).
         chunk_tokens, chunk_vocab, chunk_mib: chunk sizes of the fused kernels (None: their
             defaults; see :func:`uaclm_dist.losses.fused.fused_loss`).
+        image_size: input side of a vision-language model's tower (None: text-only model).
+            Hidden states then come from
+            :func:`~uaclm_dist.modeling.hidden.final_hidden_states_with_images`: every
+            micro-batch runs tower, projector, embeddings and language model in that order (a
+            batch without images runs a black image at zero weight), so the ZeRO-3 parameter
+            gathers of all ranks pair up (DeepSpeed issue 7170) and the projector's gradient
+            is reduced on every rank.
     """
 
     def __init__(
@@ -49,8 +65,10 @@ class CausalLMWithLoss(torch.nn.Module):
         chunk_tokens: int | None = None,
         chunk_vocab: int | None = None,
         chunk_mib: float | None = None,
+        image_size: int | None = None,
     ):
         super().__init__()
+        self.image_size = image_size
         self.model = model
         object.__setattr__(self, "head", head)  # not a registered submodule (see class doc)
         self.objective = objective
@@ -70,7 +88,7 @@ class CausalLMWithLoss(torch.nn.Module):
             step, total_steps: 0-based optimizer step and run length (objective schedules).
             model_inputs: ``input_ids [B, T]``, ``attention_mask [B, T]`` and any family extras.
         """
-        hidden = final_hidden_states(self.model, **model_inputs)  # [B, T, H]
+        hidden = self.hidden_states(**model_inputs)  # [B, T, H]
         hidden, targets = hidden[:, :-1], labels[:, 1:]
         if self.dense:
             return self.objective.dense(
@@ -80,6 +98,13 @@ class CausalLMWithLoss(torch.nn.Module):
             hidden, targets, objective=self.objective, step=step, total_steps=total_steps,
             **self.chunks,
         )  # fmt: skip
+
+    def hidden_states(self, **model_inputs: torch.Tensor) -> torch.Tensor:
+        """Final hidden states ``[B, T, H]`` of the model for a batch (see ``image_size``)."""
+        if self.image_size is not None:
+            return final_hidden_states_with_images(self.model, image_size=self.image_size,
+                                                   **model_inputs)  # fmt: skip
+        return final_hidden_states(self.model, **model_inputs)
 
     def dense_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """``hidden [B, T, H] @ W^T (+ b)`` -> ``[B, T, V]`` (the head is whole: world 1)."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from uaclm_dist.config import RunConfig
 from uaclm_dist.losses.objectives import Objective
+from uaclm_dist.modeling.images import ImageSpec
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class TrainPlan:
         examples: tokenized training examples (``TokenizedExample``), the same list on every rank.
         probe_examples: tokenized held-out examples of the entropy probe (empty: probe off).
         pad_token_id: the tokenizer's padding id (collation).
+        image_spec: how a vision-language model takes images (collation of image rows); None
+            for text-only models.
         total_steps: optimizer steps of the whole run (the schedules span it, also when this
             invocation stops early).
         steps_per_epoch: optimizer steps per pass over ``examples``.
@@ -37,5 +40,6 @@ class TrainPlan:
     output_dir: str
     run_id: str
     probe_examples: list = field(default_factory=list)
+    image_spec: ImageSpec | None = None
     resume_dir: str | None = None
     stop_at_step: int | None = None

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from uaclm_dist.data.tokenize import IGNORE_INDEX, collate
-from uaclm_dist.modeling.hidden import final_hidden_states
-from uaclm_dist.train.objective import split_batch
+from uaclm_dist.train.objective import batch_to, split_batch
 
 
 @dataclass
@@ -45,7 +44,10 @@ class ProbeTokens:
 
 
 @torch.no_grad()
-def measure(module, examples, pad_token_id: int, device: torch.device, micro: int) -> ProbeTokens:
+def measure(
+    module, examples, pad_token_id: int, device: torch.device, micro: int, *,
+    image_spec=None, float_dtype: torch.dtype = torch.float32,
+) -> ProbeTokens:  # fmt: skip
     """Entropy and correctness of every supervised token of ``examples``.
 
     Args:
@@ -53,16 +55,18 @@ def measure(module, examples, pad_token_id: int, device: torch.device, micro: in
             put in eval mode for the measurement (no LoRA dropout) and restored after.
         examples: tokenized probe examples (same on every rank).
         micro: examples per forward (bounds the ``[micro, T, H]`` hidden states).
+        image_spec, float_dtype: image preprocessing of a vision-language model's image rows
+            and the dtype its ``pixel_values`` are cast to (the model's).
     """
     was_training = module.training
     module.eval()
     entropies, correct = [], []
     try:
         for start in range(0, len(examples), micro):
-            batch = {k: v.to(device) for k, v in collate(examples[start : start + micro],
-                                                         pad_token_id).items()}  # fmt: skip
+            rows = examples[start : start + micro]
+            batch = batch_to(collate(rows, pad_token_id, image_spec), device, float_dtype)
             labels, inputs = split_batch(batch)
-            hidden = final_hidden_states(module.model, **inputs)[:, :-1]
+            hidden = module.hidden_states(**inputs)[:, :-1]
             targets = labels[:, 1:].reshape(-1)
             keep = targets != IGNORE_INDEX
             flat = hidden.reshape(-1, hidden.shape[-1])[keep]

@@ -36,22 +36,27 @@ class PreparedData:
     pad_token_id: int
     probe: list  # TokenizedExample: the first logging.probe_examples test-split examples,
     # answer tokens supervised
+    image_spec: object = None  # ImageSpec of a vision-language model (None: text only)
 
 
 def prepare_training_data(cfg: RunConfig) -> PreparedData:
     """Records -> seeded split -> tokenized training examples (driver side, fails early)."""
     from uaclm_dist.data import DataError, load_records, split_records, tokenize_records
-    from uaclm_dist.modeling.families import load_tokenizer_for
+    from uaclm_dist.data.images import check_record_images
+    from uaclm_dist.modeling.families import family_of, load_tokenizer_for
 
+    image_spec = family_of(cfg.model).image_spec(cfg.model)
     try:
         records = load_records(cfg.data)
+        n_images = check_record_images(records, takes_images=image_spec is not None,
+                                       family=cfg.model.family)  # fmt: skip
     except DataError as exc:  # a bad file or row: a message for people, exit 2
         raise ConfigError(f"data: {exc}") from exc
     train, test = split_records(records, cfg.data.train_fraction, cfg.data.split_seed)
     tokenizer = load_tokenizer_for(cfg.model)
     examples, report = tokenize_records(
         train, tokenizer, template=cfg.data.prompt_template, loss_on=cfg.data.loss_on,
-        max_length=cfg.data.max_length,
+        max_length=cfg.data.max_length, image_spec=image_spec,
     )  # fmt: skip
     if not examples and not report.dropped_ids:
         raise ConfigError(f"data: the training split of the {len(records)} records is empty "
@@ -67,15 +72,17 @@ def prepare_training_data(cfg: RunConfig) -> PreparedData:
     # with loss_on=all most supervised tokens are the fixed prompt every sequence shares.
     probe, _ = tokenize_records(
         test[: cfg.logging.probe_examples], tokenizer, template=cfg.data.prompt_template,
-        loss_on="answer", max_length=cfg.data.max_length,
+        loss_on="answer", max_length=cfg.data.max_length, image_spec=image_spec,
     )  # fmt: skip
     report_dict = {
         "records": len(records), "train_records": len(train), "test_records": len(test),
+        "image_records": n_images,
         "tokenize": report.as_dict() if hasattr(report, "as_dict") else vars(report),
     }  # fmt: skip
     return PreparedData(
         train=examples, test_ids=[r.id for r in test], train_ids=[r.id for r in train],
         report=report_dict, pad_token_id=tokenizer.pad_token_id, probe=probe,
+        image_spec=image_spec,
     )  # fmt: skip
 
 
@@ -205,7 +212,8 @@ def run_training(
     start_step = 0 if resume_checkpoint is None else _next_step(resume_checkpoint)
     plan = TrainPlan(
         config=cfg, objective=objective, examples=data.train, pad_token_id=data.pad_token_id,
-        probe_examples=data.probe, total_steps=n_steps, steps_per_epoch=per_epoch,
+        probe_examples=data.probe, image_spec=data.image_spec, total_steps=n_steps,
+        steps_per_epoch=per_epoch,
         output_dir=str(out), run_id=run_id,
         resume_dir=str(resume_checkpoint) if resume_checkpoint else None,
         stop_at_step=start_step + stop_after_steps if stop_after_steps else None,

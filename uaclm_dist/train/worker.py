@@ -36,7 +36,7 @@ from uaclm_dist.train.nonfinite import (
     assert_finite_trainable,
     write_aborted,
 )
-from uaclm_dist.train.objective import CausalLMWithLoss, split_batch
+from uaclm_dist.train.objective import CausalLMWithLoss, batch_to, split_batch
 from uaclm_dist.train.plan import TrainPlan
 from uaclm_dist.train.portable_state import (
     gather_portable_state,
@@ -153,6 +153,7 @@ class TrainingWorker:
             self.peft_model, head, plan.objective, implementation=cfg.objective.implementation,
             chunk_tokens=cfg.objective.chunk_tokens, chunk_vocab=cfg.objective.chunk_vocab,
             chunk_mib=cfg.objective.chunk_mib,
+            image_size=plan.image_spec.size if plan.image_spec is not None else None,
         )  # fmt: skip
         params = [p for _, p in trainable_parameters(self.module)]
         optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -202,7 +203,9 @@ class TrainingWorker:
 
     def _measure_probe(self) -> ProbeTokens:
         return measure(self.module, self.plan.probe_examples, self.plan.pad_token_id,
-                       self.device, self.cfg.optim.micro_batch_size)  # fmt: skip
+                       self.device, self.cfg.optim.micro_batch_size,
+                       image_spec=self.plan.image_spec,
+                       float_dtype=getattr(torch, self.cfg.model.dtype))  # fmt: skip
 
     # ------------------------------------------------------------------------------ run
 
@@ -250,7 +253,8 @@ class TrainingWorker:
             world=self.world, rank=self.rank, seed=cfg.optim.seed,
         ):  # fmt: skip
             rows = [plan.examples[i] for i in indices]
-            batch = {k: v.to(self.device) for k, v in collate(rows, plan.pad_token_id).items()}
+            batch = batch_to(collate(rows, plan.pad_token_id, plan.image_spec), self.device,
+                             getattr(torch, cfg.model.dtype))  # fmt: skip
             labels, inputs = split_batch(batch)
             out = self.engine(labels=labels, step=step, total_steps=plan.total_steps, **inputs)
             self.engine.backward(out.loss)

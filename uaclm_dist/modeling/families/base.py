@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # torch / transformers are imported where a model is loaded, 
     import torch
 
     from uaclm_dist.config import ModelConfig
+    from uaclm_dist.modeling.images import ImageSpec
 
 
 @dataclass
@@ -56,6 +57,11 @@ class ModelFamily:
     def load_tokenizer(self, model_cfg: ModelConfig) -> Any:
         """Only the tokenizer / processor (driver-side data preparation)."""
         raise NotImplementedError
+
+    def image_spec(self, model_cfg: ModelConfig) -> ImageSpec | None:
+        """How the model takes images (:class:`~uaclm_dist.modeling.images.ImageSpec`), or None
+        for a text-only family (image records are then refused before training starts)."""
+        return None
 
     def attach_lora(self, model: torch.nn.Module, model_cfg: ModelConfig) -> torch.nn.Module:
         """Wrap ``model`` with the configured LoRA adapters, every base weight frozen."""
