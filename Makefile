@@ -73,13 +73,13 @@ demo: venv
 
 # The vision-language demo: the offline VLM (SmolLM2-135M + MobileNetV2, NF4 QLoRA, 2 Ray
 # workers, ZeRO-2) fine-tuned on easy-VQA with CLM and with CLM + beta x UA, then base / CLM /
-# CLM+UA evaluated side by side on held-out image questions.
+# CLM+UA evaluated side by side on held-out image questions, compared with CLM (--baseline clm).
 demo-vqa: venv
 	@echo "demo folder: $(VQA_DIR)"
 	$(UACLM) train $(VQA_CONFIG) objective.name=clm logging.output_dir=$(VQA_DIR)/clm
 	$(UACLM) train $(VQA_CONFIG) objective.name=clm+ua logging.output_dir=$(VQA_DIR)/clm_ua
 	$(UACLM) eval $(VQA_CONFIG) --base --adapter clm=$(VQA_DIR)/clm \
-	  --adapter clm+ua=$(VQA_DIR)/clm_ua --out $(VQA_DIR)/eval
+	  --adapter clm+ua=$(VQA_DIR)/clm_ua --baseline clm --out $(VQA_DIR)/eval
 	@echo "report: $(VQA_DIR)/eval/report.md"
 
 # The study (issue 11 item 6): objective {clm, ua_clm, clm+ua} x data.loss_on {all, answer} x

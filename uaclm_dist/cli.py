@@ -235,7 +235,7 @@ def _eval(args: argparse.Namespace) -> int:
     if run_evaluation is None:
         return _not_implemented("eval", f"{EVAL_MODULE}.run_evaluation")
     run_evaluation(config, args.adapter, include_base=args.base, out_dir=args.out,
-                   allow_train_overlap=args.allow_train_overlap,
+                   allow_train_overlap=args.allow_train_overlap, baseline=args.baseline,
                    verbose=args.verbose)  # fmt: skip
     return EXIT_OK
 
@@ -337,6 +337,11 @@ def _eval_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--base", action="store_true", help="also evaluate the base model")
     sub.add_argument("--out", metavar="DIR", default=None,
                      help="evaluation folder (default: logging.output_dir/eval)")  # fmt: skip
+    sub.add_argument(
+        "--baseline", metavar="NAME", default=None,
+        help="the method every other one is compared with (paired differences, intervals, "
+        "Holm); default: the first (base with --base, else the first --adapter)",
+    )  # fmt: skip
     sub.add_argument(
         "--allow-train-overlap", action="store_true",
         help="score the config's test split even where it holds questions an adapter's run "

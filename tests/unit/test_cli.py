@@ -209,6 +209,26 @@ def test_eval_passes_allow_train_overlap_to_the_runner(capsys, good, monkeypatch
     assert "--allow-train-overlap" in help_text and "CONTAMINATED" in help_text
 
 
+def test_eval_baseline_must_be_an_evaluated_method_and_reaches_the_runner(
+        tmp_path, capsys, good, monkeypatch):  # fmt: skip
+    import uaclm_dist.cluster
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray started before the baseline was checked")
+
+    monkeypatch.setattr(uaclm_dist.cluster, "ray_session", no_ray)
+    out = tmp_path / "eval"
+    assert_config_error(capsys, ["eval", good, "--base", "--baseline", "clm", "--out", out],
+                        "--baseline clm: not one of the evaluated methods ['base']")  # fmt: skip
+    assert not out.exists()
+    calls = []
+    monkeypatch.setattr(cli, "_entry_point",
+                        lambda module, name: lambda *a, **kw: calls.append(kw))
+    assert run_cli(capsys, "eval", good, "--base", "--baseline", "base")[0] == 0
+    assert run_cli(capsys, "eval", good, "--base")[0] == 0
+    assert [kw["baseline"] for kw in calls] == ["base", None]
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["config", "check", "does_not_exist.yaml"], "not found"),
     (["config", "show", "{bad}", "model.lora.rank=x"], "'model.lora.rank'"),

@@ -176,6 +176,7 @@ def run_evaluation(
     include_base: bool = False,
     out_dir: str | None = None,
     allow_train_overlap: bool = False,
+    baseline: str | None = None,
     verbose: bool = False,
 ) -> dict:
     """Evaluate ``base`` (if asked) and each adapter spec; returns ``{method: metrics}``.
@@ -183,6 +184,7 @@ def run_evaluation(
     With no adapters and no ``include_base`` (``uaclm run``), the run folder's own adapter is
     evaluated next to the base model. ``allow_train_overlap``: score the evaluation config's test
     split even where it holds an adapter run's training questions (contaminated numbers).
+    ``baseline``: the method the comparison table takes differences against (default: the first).
     ``verbose``: Ray's and the actors' output on the console rather than in ``OUT/logs/``.
     """
     from uaclm_dist.modeling.families import load_tokenizer_for
@@ -195,6 +197,8 @@ def run_evaluation(
     names = [m for m, _ in methods]
     if len(set(names)) != len(names):
         raise ConfigError(f"method names must be unique, got {names} (use NAME=PATH)")
+    if baseline is not None and baseline not in names:
+        raise ConfigError(f"--baseline {baseline}: not one of the evaluated methods {names}")
     check_cluster(cfg, "eval")
     check_eval_dir(out_dir or run_folder / "eval")
     examples = select_eval_examples(cfg, methods, allow_train_overlap=allow_train_overlap)
@@ -214,7 +218,7 @@ def run_evaluation(
                 "examples": examples.selection,
                 "methods": {n: str(a) if a else "base model" for n, a in methods}}  # fmt: skip
     per_method = _generate(cfg, fingerprints, methods, rows, out, verbose=verbose)
-    metrics = _score_methods(cfg, per_method, out, protocol)
+    metrics = _score_methods(cfg, per_method, out, protocol, baseline=baseline or names[0])
     (out / STOPPED_FILE).unlink(missing_ok=True)  # an earlier stop of this evaluation is over
     return metrics
 
@@ -297,9 +301,9 @@ def _write_stopped(out: Path, reason: str, *, finished: list[str],
 
 
 def _score_methods(cfg: RunConfig, per_method: dict[str, pd.DataFrame], out: Path,
-                   protocol: dict) -> dict:  # fmt: skip
-    """Metrics per method, the comparison with the first method and the report (driver only,
-    after Ray: their warnings reach the console); returns ``{method: metrics}``."""
+                   protocol: dict, *, baseline: str) -> dict:  # fmt: skip
+    """Metrics per method, the comparison with ``baseline`` and the report (driver only, after
+    Ray: their warnings reach the console); returns ``{method: metrics}``."""
     from uaclm_dist.evaluate.compare import compare_methods
     from uaclm_dist.evaluate.report import write_report
     from uaclm_dist.evaluate.summary import compute_metrics, to_jsonable
@@ -309,7 +313,7 @@ def _score_methods(cfg: RunConfig, per_method: dict[str, pd.DataFrame], out: Pat
     metrics = {name: compute_metrics(df, scores, threshold, cfg.eval.bootstrap_samples,
                                      seed=cfg.optim.seed)
                for name, df in per_method.items()}  # fmt: skip
-    comparison = compare_methods(per_method, scores, baseline=next(iter(per_method)),
+    comparison = compare_methods(per_method, scores, baseline=baseline,
                                  threshold=threshold, n_bootstrap=cfg.eval.bootstrap_samples,
                                  seed=cfg.optim.seed)  # fmt: skip
     (out / "comparison.md").write_text(comparison.to_markdown() + "\n")
