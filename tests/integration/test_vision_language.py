@@ -5,7 +5,8 @@ to the tower's dtype).
 
 ZeRO-3 runs a mixed image/text jsonl with one example per micro-batch, so that some step gives
 one rank a text-only micro-batch and the other an image (checked from the run's split and the
-sampler: the case DeepSpeed issue 7170 hangs on); the run must finish.
+sampler: the case DeepSpeed issue 7170 hangs on), with the vocabulary-sharded head of the paper
+recipes; the run must finish. ZeRO-2 runs easy-VQA with the fused loss, then the evaluation.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def check_adapter(out: Path, summary: dict) -> None:
 def test_zero3_trains_a_vlm_on_mixed_image_and_text_micro_batches(tmp_path):
     has_image = mixed_jsonl(tmp_path / "mixed.jsonl")
     out = tmp_path / "z3"
-    summary = train(out, *ZERO[3], "data.format=jsonl", f"data.paths=[{tmp_path}/mixed.jsonl]",
+    summary = train(out, *ZERO[3], "objective.implementation=vocab_parallel",
+                    "data.format=jsonl", f"data.paths=[{tmp_path}/mixed.jsonl]",
                     "data.train_fraction=0.5", "optim.micro_batch_size=1",
                     "optim.grad_accumulation=1", "optim.max_steps=12",
                     "logging.probe_examples=0")  # fmt: skip
@@ -115,7 +117,8 @@ EASY_VQA = ("data.format=easyvqa", "data.max_examples=80", "data.train_fraction=
 
 def test_zero2_trains_a_vlm_on_easy_vqa_which_reloads_and_evaluates(tmp_path):
     out = tmp_path / "z2"
-    summary = train(out, *ZERO[2], *EASY_VQA, "optim.max_steps=8")
+    summary = train(out, *ZERO[2], *EASY_VQA, "optim.max_steps=8",
+                    "objective.implementation=fused")
     values = clm_losses(out)  # 16 examples, 4 per step: 4 steps per epoch
     assert sum(values[4:]) < sum(values[:4]), values
     check_adapter(out, summary)
