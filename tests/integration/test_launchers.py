@@ -256,6 +256,17 @@ def test_ray_job_submit_to_a_local_head_with_token_auth_succeeds(state):
         refused = cf.run([str(VENV_BIN / "ray"), "job", "list", "--address", head.dashboard],
                          env=wrong, check=False, timeout=120)  # fmt: skip
         assert refused.returncode != 0, refused.stdout
+        # ... and `uaclm train` with it joining the head stops before anything starts (exit 2)
+        not_run = state / "wrong_token_run"
+        proc = cf.run([str(VENV_BIN / "uaclm"), "train", str(REPO / "configs/tiny_test.yaml"),
+                       f"distributed.ray_address={head.address}",
+                       f"logging.output_dir={not_run}"],
+                      env=wrong, check=False, timeout=120)  # fmt: skip
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert (f"uaclm: error: distributed.ray_address {head.address}: the Ray head refused "
+                "this client's auth token") in proc.stderr  # fmt: skip
+        assert wrong["RAY_AUTH_TOKEN"] not in proc.stderr + proc.stdout
+        assert not not_run.exists()
         out = state / "submitted"
         # fake credentials in the submitter's environment must not travel with the job
         proc = cf.run([str(REPO / "launchers" / "submit.sh"), head.dashboard,

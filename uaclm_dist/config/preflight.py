@@ -5,7 +5,9 @@ config is loaded and before anything is written or any Ray process starts:
 
 - the Ray address (``distributed.ray_address``, else ``RAY_ADDRESS``) must have the form Ray
   accepts, and a ``HOST:PORT`` / ``ray://HOST:PORT`` one must accept TCP connections (otherwise
-  ``ray.init`` keeps retrying for minutes);
+  ``ray.init`` keeps retrying for minutes); a ``HOST:PORT`` head (its GCS) must accept this
+  client's auth token, when the head has token auth on (one key listing of its internal KV
+  store; the token itself never appears in the message);
 - when the run starts its own local Ray node (no address, no ``RAY_ADDRESS``, no cluster started
   with ``ray start`` on this machine), the CPUs and GPUs the run asks for
   (:func:`uaclm_dist.cluster.required_resources`) must fit that node. Ray never oversubscribes
@@ -79,6 +81,27 @@ def _check_reachable(address: str, key: str) -> None:
                       "(`ray start --head`, slurm/ray_cluster.sh) or fix the address")
 
 
+def _check_token(address: str, key: str) -> None:
+    """:class:`ConfigError` when the GCS at ``address`` (``HOST:PORT``) refuses this client's
+    Ray auth token (``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH`` / ``~/.ray/auth_token``).
+    Any other failure is left to Ray."""
+    try:
+        from ray._raylet import GcsClient
+        from ray.exceptions import AuthenticationError
+    except ImportError:  # Ray's internals moved: leave the check to Ray
+        return
+    try:
+        GcsClient(address=address).internal_kv_keys(b"", None, timeout=CONNECT_TIMEOUT)
+    except AuthenticationError:
+        raise ConfigError(
+            f"{key} {address}: the Ray head refused this client's auth token (missing or "
+            "wrong); set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token "
+            "(`ray get-auth-token` on the head prints it)"
+        ) from None
+    except Exception:  # noqa: BLE001 - not an auth problem: ray.init reports it
+        return
+
+
 def _local_node() -> tuple[float, float] | None:
     """CPUs and GPUs of the local Ray node ``ray.init()`` would start now, by Ray's detection;
     None when Ray would join a running cluster instead or the count is unknown."""
@@ -132,5 +155,7 @@ def check_cluster(cfg: RunConfig, kind: Literal["train", "eval"]) -> None:
     address, key = ray_address(cfg)
     if address and address != "local":
         _check_reachable(address, key)
+        if "://" not in address and _host_port(address, key) is not None:
+            _check_token(address, key)
     else:
         _check_local_resources(cfg, kind)
