@@ -91,20 +91,20 @@ def final_hidden_states_with_images(
     """
     vlm = backbone(model)
     embed = vlm.get_input_embeddings()
+    images = pixel_values
+    if images is None:
+        images = torch.zeros(1, 3, image_size, image_size, dtype=embed.weight.dtype,
+                             device=input_ids.device)  # fmt: skip
+    features = image_features(vlm, images)  # tower + projector before the embeddings: always
+    embeds = embed(input_ids)
     if pixel_values is None:
-        dtype = embed.weight.dtype
-        blank = torch.zeros(1, 3, image_size, image_size, dtype=dtype, device=input_ids.device)
-        features = image_features(vlm, blank)
-        embeds = embed(input_ids)
-        embeds = embeds + 0.0 * features.sum().to(embeds.dtype)
-    else:
-        features = image_features(vlm, pixel_values)
-        embeds = embed(input_ids)
-        slots = input_ids == vlm.config.image_token_id
-        if int(slots.sum()) != features.shape[0]:
-            raise ValueError(f"{int(slots.sum())} image tokens in the batch but "
-                             f"{features.shape[0]} image feature vectors")  # fmt: skip
-        embeds = embeds.masked_scatter(slots.unsqueeze(-1), features.to(embeds.dtype))
+        return vlm(inputs_embeds=embeds + 0.0 * features.sum().to(embeds.dtype),
+                   use_cache=False, **inputs).last_hidden_state  # fmt: skip
+    slots = input_ids == vlm.config.image_token_id
+    if int(slots.sum()) != features.shape[0]:
+        raise ValueError(f"{int(slots.sum())} image tokens in the batch but "
+                         f"{features.shape[0]} image feature vectors")  # fmt: skip
+    embeds = embeds.masked_scatter(slots.unsqueeze(-1), features.to(embeds.dtype))
     return vlm(inputs_embeds=embeds, use_cache=False, **inputs).last_hidden_state
 
 
