@@ -191,3 +191,24 @@ def test_a_llava_hf_folder_loads_in_nf4_with_an_unquantized_tower(tiny_llava_fol
     with torch.no_grad():
         logits = model(**batch).logits
     assert logits.shape[:2] == batch["input_ids"].shape and torch.isfinite(logits).all()
+
+
+def test_a_hub_id_finds_its_image_spec_in_the_local_hub_cache(tiny_llava_folder, tmp_path,
+                                                              monkeypatch):  # fmt: skip
+    """The paper recipes name ``llava-hf/llava-1.5-7b-hf``: its spec comes from the cached
+    snapshot (no download); an id that is not cached is refused naming the missing file."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    repo = tmp_path / "hub" / "models--llava-hf--tiny-llava-hf"
+    shutil.copytree(tiny_llava_folder, repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    family = FAMILIES.get("vision_lm")
+    spec = family.image_spec(model_cfg("model.name_or_path=llava-hf/tiny-llava-hf"))
+    assert (spec.size, spec.tokens_per_image) == (28, 4)
+    with pytest.raises(ValueError, match=r"llava-hf/not-cached is not a llava-hf checkpoint "
+                                         r"folder: .*preprocessor_config\.json"):  # fmt: skip
+        family.image_spec(model_cfg("model.name_or_path=llava-hf/not-cached"))

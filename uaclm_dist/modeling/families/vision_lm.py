@@ -175,6 +175,22 @@ def resolve_vlm_path(model_cfg, seed: int) -> Path | str:
     return name
 
 
+def local_model_folder(name_or_path: str) -> Path:
+    """The folder holding ``name_or_path``'s files: the path itself, or for a hub id
+    (``llava-hf/llava-1.5-7b-hf``, as the paper recipes name it) its snapshot in the local
+    Hugging Face cache, found without any download (the folder ``from_pretrained`` loads)."""
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        return folder
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(name_or_path, local_files_only=True))
+    except (LocalEntryNotFoundError, ValueError):
+        return folder  # neither a folder nor cached: the spec reader names what is missing
+
+
 def anchored_lora_targets(target_modules: str | list[str]) -> str:
     """peft regex matching the given layer-name suffixes under ``language_model`` only (a
     regex is taken as given and checked by :func:`check_lora_placement`)."""
@@ -249,7 +265,7 @@ class VisionLM(ModelFamily):
         """How this model takes images (the offline aliases' spec needs no folder built)."""
         if model_cfg.name_or_path in OFFLINE_ALIASES:
             return offline_image_spec()
-        folder = Path(model_cfg.name_or_path)
+        folder = local_model_folder(model_cfg.name_or_path)
         if (folder / SPEC_FILE).exists():
             return ImageSpec.load(folder)
         return spec_from_llava_folder(folder, IMAGE_TOKEN)
