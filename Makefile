@@ -57,6 +57,8 @@ bench: venv
 	$(PY) benchmarks/eval_throughput.py --vqa
 	$(PY) benchmarks/load_memory.py eval --prompts 2000 20000
 	$(PY) benchmarks/load_memory.py train --steps 5000
+	$(PY) benchmarks/train_throughput.py
+	bash benchmarks/gpu_check.sh || test $$? -eq 3   # 3: no CUDA device here (said why)
 
 # The main job: CLM, UA-CLM and CLM+UA fine-tuning of SmolLM2-135M (QLoRA, 2 Ray workers,
 # ZeRO-2) on FanOutQA with retrieved contexts, then base / CLM / UA-CLM / CLM+UA evaluated side

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import cluster_fixtures as cf  # tests/integration is on sys.path (pytest rootdir import)
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -383,3 +384,62 @@ def test_usr1_before_the_time_limit_checkpoints_requeues_and_resumes(state, sing
     assert json.loads((out / "summary.json").read_text())["stopped"] is False
     assert_cleaned_up(single, job)
     print(f"signal + requeue + resume: {time.time() - started:.0f} s")
+
+
+SWEEP_SPEC = """
+name: tiny-2x2-slurm
+base: {base}
+axes:
+  - zip:
+      model.tiny.hidden_size: [64, 128]
+      model.tiny.num_layers: [2, 4]
+      model.tiny.intermediate_size: [128, 256]
+  - key: objective.name
+    values: [clm, ua_clm]
+overrides:  # 1 worker, 1 CPU: two array tasks run at once on the 2-CPU node
+  distributed.num_workers: 1
+  optim.grad_accumulation: 2
+  optim.max_steps: 4
+  logging.log_every_steps: 2
+  logging.probe_examples: 0
+evaluate: false
+output_dir: {out}
+"""
+
+
+def test_sweep_on_slurm_runs_a_2x2_as_one_job_array_and_a_rerun_submits_nothing(state, single):
+    """`uaclm sweep run --backend slurm`: the four cells (1 CPU each) as tasks of one array on
+    the real single-node Slurm, watched to the end; collect has every row; a rerun skips."""
+    out = state / "sweep-slurm"
+    spec = state / "sweep-slurm.yaml"
+    spec.write_text(SWEEP_SPEC.format(base=REPO / "configs/tiny_test.yaml", out=out))
+    env = {**single.env, **job_env(single)}
+    started = time.time()
+
+    def sweep(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(VENV_BIN / "python"), "-m", "uaclm_dist.cli", "sweep", *args,
+                               str(spec)], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=JOB_TIMEOUT)  # fmt: skip
+
+    run = sweep("run", "--backend", "slurm", "--slurm-arg=--mem=3G")
+    logs = "\n".join(p.read_text()[-2000:] for p in sorted((out / "slurm").glob("*.out")))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + logs
+    assert run.stdout.count("[sweep] submitted array") == 1
+    assert "4/4 done, 0 failed, 0 running, 0 queued" in run.stdout
+    assert len(list((out / "slurm").glob("*_[0-3].out"))) == 4
+    collected = sweep("collect")
+    assert collected.returncode == 0, collected.stderr[-3000:]
+    frame = pd.read_parquet(out / "sweep.parquet")
+    assert len(frame) == 4 and set(frame["status"]) == {"done"}
+    assert (frame["tokens_per_s"] > 0).all() and frame["mfu"].between(0, 1).all()
+    assert frame["mfu"].gt(0).all()
+    sizes = frame.groupby("model.tiny.hidden_size")["params_total"].first()
+    assert sizes[128] > sizes[64]
+    assert all(json.loads((out / c / "status.json").read_text())["slurm_task"]
+               for c in frame["cell"])
+    for plot in ("throughput", "memory"):
+        assert (out / f"{plot}.png").exists()
+    again = sweep("run", "--backend", "slurm")
+    assert again.returncode == 0 and "4 finished earlier, 0 to run" in again.stdout
+    assert "submitted array" not in again.stdout
+    print(f"slurm sweep: {time.time() - started:.0f} s")

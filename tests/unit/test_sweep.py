@@ -27,7 +27,9 @@ from uaclm_dist.sweep.overrides import override_arg, value_text
 from uaclm_dist.sweep.progress import Progress, format_duration
 from uaclm_dist.sweep.status import read_status
 from uaclm_dist.train.manifest import write_manifest
+from uaclm_dist.train.step_timing import PHASES
 from uaclm_dist.train.summary import summarize
+from uaclm_dist.train.throughput import write_compute_setup
 
 SCORES = ["te", "length"]
 
@@ -65,13 +67,28 @@ def spec_error(tmp_path: Path, text: str) -> str:
 
 
 def fabricate_training(run_dir: Path, *, loss_first: float, loss_last: float,
-                       stopped: bool = False) -> dict:  # fmt: skip
-    """A run folder whose summary.json is written by the real `summarize`."""
+                       stopped: bool = False, params: int | None = None, world: int = 2,
+                       tokens_per_s: float = 100.0) -> dict:  # fmt: skip
+    """A run folder whose summary.json is written by the real `summarize`; with ``params``
+    also the compute set-up and running totals a worker writes (``tokens_per_s`` in total)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run_info.json").write_text(json.dumps({"run_id": "r1", "git_commit": "abc"}))
+    (run_dir / "run_info.json").write_text(json.dumps({
+        "run_id": "r1", "git_commit": "abc", "world_size": world,
+        "config": {"optim": {"micro_batch_size": 2, "grad_accumulation": 1}}}))
     steps = [{"step": s, "total_steps": 6, "loss": loss_first + (loss_last - loss_first) * s / 5,
               "entropy_correct": 0.5, "entropy_incorrect": 2.0, "token_accuracy": 0.4}
              for s in range(6)]  # fmt: skip
+    if params is not None:
+        write_compute_setup(run_dir, {
+            "world_size": world, "device": "cpu", "peak_flops_per_device": 1e9,
+            "peak_flops_source": "test",
+            "parameters": {"total": params, "trainable": params // 100, "matmul_frozen": params,
+                           "matmul_trainable": 1}})  # fmt: skip
+        for s, row in enumerate(steps, 1):  # 1 s per step, 6 * params FLOPs per token
+            row.update(cum_tokens=tokens_per_s * s, cum_seconds=float(s),
+                       cum_flops=6.0 * params * tokens_per_s * s,
+                       peak_memory_mb_per_worker=[params / 1e4] * world,
+                       **{f"cum_{p}_s": s / 10 for p in PHASES})
     (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in steps) + "\n")
     probe = [{"step": 0, "n_tokens": 50, "n_base_correct": 20, "entropy_base_correct": 0.6,
               "entropy_base_incorrect": 2.0, "entropy_auroc": 0.7},
@@ -222,6 +239,26 @@ def test_repository_specs_load_and_expand():
     assert sizes == {(64, 2), (128, 4)} and len(expand_cells(tiny)) == 4
 
 
+@pytest.mark.parametrize("name, n_cells", [("tiny_llama_sizes", 10), ("tiny_llama_workers", 6)])
+def test_scaling_specs_validate_every_cell(name, n_cells):
+    from uaclm_dist.sweep.validate import check_cells, invalid
+
+    spec = load_spec(REPO_ROOT / f"configs/sweeps/{name}.yaml")
+    checks = check_cells(spec, expand_cells(spec))
+    assert len(checks) == n_cells and invalid(checks) == []
+
+
+def test_the_paper_sizes_spec_expands_to_the_recipes_layouts():
+    spec = load_spec(REPO_ROOT / "configs/sweeps/paper_7b_13b.yaml")
+    cells = [dict(c.assignment) for c in expand_cells(spec)]
+    assert len(cells) == 4 and spec.evaluate and spec.eval_args == ("--base",)
+    by_model = {c["model.name_or_path"]: c for c in cells if c["objective.name"] == "clm"}
+    assert by_model["meta-llama/Llama-2-13b-hf"]["distributed.num_workers"] == 8
+    assert by_model["meta-llama/Llama-2-13b-hf"]["distributed.zero_stage"] == 3
+    assert by_model["meta-llama/Llama-2-7b-hf"]["distributed.deepspeed_config"] == \
+        "ds_configs/zero2.json"
+
+
 @pytest.mark.parametrize("value", [1e-5, 2.0e-4, "clm+ua", "null", "1", "", None, True, 64,
                                    ["q_proj", "v_proj"], {"question": "q"}, [1e-5, "a"]])
 def test_values_round_trip_through_the_override_parser(value):
@@ -304,11 +341,147 @@ def test_run_refuses_a_spec_with_a_bad_value_before_running_anything(tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("backend", ["ray", "slurm"])
-def test_run_refuses_backends_of_later_slices(tmp_path, capsys, fake, backend):
-    code, _, err = run_cli(capsys, "sweep", "run", grid_spec(tmp_path), "--backend", backend)
-    assert code == EXIT_BAD_INPUT and fake.calls == []
-    assert f"--backend {backend} is not available yet" in err
+@pytest.mark.parametrize("argv, message", [
+    (["--address", "http://h:8265"], "--address: only with --backend ray"),
+    (["--backend", "slurm", "--max-parallel", "2"], "--max-parallel: only with --backend ray"),
+    (["--backend", "ray", "--no-wait", "--address", "h:8265"],
+     "--no-wait: only with --backend slurm"),
+    (["--backend", "ray"], "--backend ray needs --address"),
+    (["--backend", "ray", "--address", "http://h:8265"], "output_dir in"),
+])  # fmt: skip
+def test_run_refuses_backend_flags_and_a_relative_output_dir_for_ray(tmp_path, capsys, fake,
+                                                                     argv, message):
+    spec = write_spec(tmp_path, """
+name: rel
+base: configs/tiny_test.yaml
+axes: [{key: objective.name, values: [clm]}]
+output_dir: runs/sweeps/relative-for-ray-test
+""")
+    code, _, err = run_cli(capsys, "sweep", "run", spec, *argv)
+    assert code == EXIT_BAD_INPUT and fake.calls == [] and message in err, err
+    assert not (REPO_ROOT / "runs/sweeps/relative-for-ray-test").exists()
+
+
+class FakeSlurm:
+    """sbatch / squeue stand-ins: arrays get job ids 100, 101, ...; ``squeue`` lists the tasks
+    in ``queued`` until the test moves them on."""
+
+    def __init__(self):
+        self.scripts: list[str] = []
+        self.queued: dict[str, str] = {}
+
+    def __call__(self, argv, **_):
+        if argv[0] == "sbatch":
+            job = str(100 + len(self.scripts))
+            text = Path(argv[-1]).read_text()
+            self.scripts.append(text)
+            n = int(text.split("--array=0-")[1].split()[0]) + 1
+            self.queued.update({f"{job}_{i}": "PENDING" for i in range(n)})
+            return subprocess.CompletedProcess(argv, 0, f"{job};cluster\n", "")
+        lines = [f"{h} {state}" for h, state in self.queued.items()]
+        return subprocess.CompletedProcess(argv, 0, "\n".join(lines) + "\n", "")
+
+
+def test_slurm_arrays_per_resource_group_and_a_vanished_task_is_failed(tmp_path, capsys):
+    from uaclm_dist.sweep import slurm_backend
+    from uaclm_dist.sweep.remote import watch_cells
+    from uaclm_dist.sweep.validate import check_cells
+
+    spec_path = write_spec(tmp_path, f"""
+name: grid
+base: configs/tiny_test.yaml
+axes:
+  - {{key: objective.name, values: [clm, ua_clm]}}
+  - {{key: distributed.num_workers, values: [1, 2]}}
+output_dir: {tmp_path / "out"}
+""")
+    spec = load_spec(spec_path)
+    checks = check_cells(spec, expand_cells(spec))
+    slurm = FakeSlurm()
+    cells = slurm_backend.submit_arrays(spec, checks, extra=["--partition=cpu"], out=sys.stdout,
+                                        run=slurm)  # fmt: skip
+    assert len(slurm.scripts) == 2  # 1 worker: 1 CPU per task; 2 workers: 2 CPUs
+    one, two = slurm.scripts
+    assert "#SBATCH --cpus-per-task=1" in one and "#SBATCH --array=0-1" in one
+    assert "#SBATCH --cpus-per-task=2" in two and "--gres" not in two
+    assert f"sweep run {spec.path} --backend local --only \"$id\"" in one
+    assert [c.handle for c in cells] == ["100_0", "100_1", "101_0", "101_1"]
+    queue = slurm_backend.SlurmQueue(run=slurm)
+    polls = []
+
+    def sleep(_):  # the scheduler moves on between polls
+        polls.append(1)
+        if len(polls) == 1:  # task 100_0 finishes its cell; 101_1 is cancelled before starting
+            fabricate_training(cells[0].paths.run_dir, loss_first=3, loss_last=1)
+            fabricate_eval(cells[0].paths.eval_dir, "clm", 30, 30, 0)
+            slurm.queued.update({"100_0": "COMPLETED", "101_1": "CANCELLED"})
+        else:  # the others write a failure or finish
+            for cell in cells[1:3]:
+                fabricate_training(cell.paths.run_dir, loss_first=3, loss_last=1)
+                fabricate_eval(cell.paths.eval_dir, "x", 30, 30, 0)
+            slurm.queued = {}
+
+    progress = watch_cells(spec, cells, active=queue.active, why_gone=queue.why_gone,
+                           out=sys.stdout, sleep=sleep)  # fmt: skip
+    out = capsys.readouterr().out
+    assert (progress.done, progress.failed) == (3, 1)
+    assert "[sweep] 1/4 done, 1 failed, 0 running, 2 queued" in out
+    status = json.loads(cells[3].paths.status_file.read_text())
+    assert status["state"] == "failed" and "101_1 ended without finishing the cell (Slurm state " \
+        "CANCELLED)" in status["reason"] and str(cells[3].log) in status["reason"]
+
+
+class FakeJobs:
+    """Ray's JobSubmissionClient: a job runs for one poll, then its cell is finished (or, for
+    ids in ``fail``, the job fails without a word from the cell)."""
+
+    def __init__(self, spec, fail=()):
+        self.spec, self.fail = spec, set(fail)
+        self.submitted: list[dict] = []
+        self.polls: dict[str, int] = {}
+
+    def __call__(self, address):
+        self.address = address
+        return self
+
+    def submit_job(self, **kwargs):
+        self.submitted.append(kwargs)
+
+    def get_job_status(self, handle):
+        self.polls[handle] = self.polls.get(handle, 0) + 1
+        if self.polls[handle] == 1:
+            return "RUNNING"
+        cell = next(c for c in expand_cells(self.spec) if c.id in handle)
+        if cell.id in self.fail:
+            return "FAILED"
+        paths = cell_paths(self.spec, cell)
+        fabricate_training(paths.run_dir, loss_first=3, loss_last=1)
+        fabricate_eval(paths.eval_dir, "clm", 30, 30, 0)
+        return "SUCCEEDED"
+
+
+def test_ray_jobs_one_at_a_time_with_the_code_only_working_dir(tmp_path, capsys):
+    from uaclm_dist.sweep.ray_backend import run_on_ray
+    from uaclm_dist.sweep.validate import check_cells
+
+    spec = load_spec(grid_spec(tmp_path))
+    checks = check_cells(spec, expand_cells(spec))[:3]
+    jobs = FakeJobs(spec, fail={checks[1].cell.id})
+    progress = run_on_ray(spec, checks, address="http://head:8265", max_parallel=1,
+                          out=sys.stdout, client_factory=jobs, poll_s=0)  # fmt: skip
+    assert jobs.address == "http://head:8265"
+    assert (progress.done, progress.failed) == (2, 1)
+    assert [j["metadata"]["cell"] for j in jobs.submitted] == [c.cell.id for c in checks]
+    first = jobs.submitted[0]
+    assert first["entrypoint"].endswith(f"--backend local --only {checks[0].cell.id}")
+    env = first["runtime_env"]
+    assert env["working_dir"] == str(REPO_ROOT) and "/.venv" in env["excludes"]
+    assert set(env["env_vars"]) == {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "RAY_AUTH_MODE",
+                                    "RAY_OVERRIDE_JOB_RUNTIME_ENV"}  # fmt: skip
+    # one at a time: each job was submitted only after the previous one ended
+    assert all(jobs.polls[j["submission_id"]] >= 2 for j in jobs.submitted)
+    status = json.loads(cell_paths(spec, checks[1].cell).status_file.read_text())
+    assert "Ray job status FAILED" in status["reason"]
 
 
 # ----------------------------------------------------------------------------------- run
@@ -523,6 +696,44 @@ def test_collect_tables_aggregate_over_seeds_and_list_failed_cells(tmp_path, cap
     assert f"{np.mean(aurocs):.3f} ({min(aurocs):.3f}..{max(aurocs):.3f})" in md
     assert "too few to judge" in md
     assert f"- `{cells[3].id}` ({cells[3].label}): failed in eval: uaclm eval exited" in md
+
+
+def test_collect_adds_compute_columns_and_plots_across_sizes_and_workers(tmp_path, capsys):
+    spec_path = write_spec(tmp_path, """
+name: sizes
+base: configs/tiny_test.yaml
+axes:
+  - zip: {model.tiny.hidden_size: [64, 128], model.tiny.num_layers: [2, 4]}
+  - {key: objective.name, values: [clm, ua_clm]}
+  - {key: distributed.num_workers, values: [1, 2]}
+output_dir: %s
+""" % (tmp_path / "out"))
+    spec = load_spec(spec_path)
+    cells = expand_cells(spec)
+    for cell in cells:
+        values = dict(cell.assignment)
+        params = 1_000_000 if values["model.tiny.hidden_size"] == 64 else 8_000_000
+        world = values["distributed.num_workers"]
+        fabricate_training(cell_paths(spec, cell).run_dir, loss_first=3, loss_last=1,
+                           params=params, world=world, tokens_per_s=1000.0 * world * 0.8 ** world)
+        fabricate_eval(cell_paths(spec, cell).eval_dir, values["objective.name"], 30, 20, 0)
+    code, out, _ = run_cli(capsys, "sweep", "collect", spec_path)
+    assert code == EXIT_OK
+    frame = pd.read_parquet(tmp_path / "out/sweep.parquet").drop_duplicates("cell")
+    big = frame[frame["model.tiny.hidden_size"] == 128].iloc[0]
+    assert big["params_total"] == 8_000_000 and big["params_trainable"] == 80_000
+    # steps 1 -> 6 after the first logged row: 5 s, 5 * tokens/s tokens
+    assert big["tokens_per_s"] == pytest.approx(800.0) and big["world_size"] == 1
+    assert big["mfu"] == pytest.approx(6 * 8e6 * 800 / 1e9)
+    assert big["step_s_loss"] == pytest.approx(0.1) and big["global_batch"] == 2
+    assert big["peak_memory_mb_per_worker"] == "800"
+    two = frame[(frame["model.tiny.hidden_size"] == 128) & (frame["distributed.num_workers"] == 2)]
+    assert two.iloc[0]["tokens_per_s_per_worker"] == pytest.approx(640.0)
+    for name in ("throughput", "memory", "scaling", "quality"):
+        assert (tmp_path / "out" / f"{name}.png").stat().st_size > 10_000, name
+        assert f"plot {name}: " in out
+    md = (tmp_path / "out/sweep.md").read_text()
+    assert "## Compute" in md and "800.0 (800.0)" in md and "8,000,000 (80,000)" in md
 
 
 def test_collect_lists_cells_never_run(tmp_path, capsys):

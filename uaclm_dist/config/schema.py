@@ -394,6 +394,12 @@ class DistributedConfig(_Section):
     max_failures: int = Field(
         2, ge=0, description="Worker-group restarts (from the latest checkpoint) before giving up."
     )
+    peak_tflops_per_device: float | None = Field(
+        None,
+        gt=0,
+        description="Peak dense TFLOP/s of one worker's device, for MFU (null: the bf16 dense "
+        "peak of a known GPU type, or on CPU a GEMM probe at start).",
+    )
 
 
 # --------------------------------------------------------------------------------------- eval

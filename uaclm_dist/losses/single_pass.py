@@ -130,6 +130,7 @@ def forward_rows(
     """
     n, width = hidden.shape
     dtype = ts.stat_dtype(hidden)
+    weight = weight.to(ts.gemm_dtype(hidden))  # once, not per chunk (a no-op off CPU)
     pieces: list[ts.FinalStats] = []
     dirs: list[torch.Tensor] = []
     rows: list[torch.Tensor] = []
@@ -163,7 +164,7 @@ def forward_rows(
         del z, p, q
         _add_at(g, y - vocab_start, d[:, :, 0])
         _add_at(g, final.pred - vocab_start, d[:, :, 1])
-        g_in = g.reshape(k_dirs * h.shape[0], -1).to(hidden.dtype)
+        g_in = g.reshape(k_dirs * h.shape[0], -1).to(weight.dtype)
         rows.append(
             (g_in @ weight).to(dtype).reshape(k_dirs, h.shape[0], width).transpose(0, 1)
         )

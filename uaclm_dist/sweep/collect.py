@@ -9,12 +9,18 @@ Columns (NaN / None where a value is missing or undefined):
 
 - ``cell``, ``label``, one column per axis key (``objective.name``, ...), ``seed``, ``status``
   (:mod:`.status`), ``failed_phase``, ``reason``, ``train_s`` / ``eval_s`` (seconds, last
-  attempt), ``run_id``, ``git_commit``;
+  attempt), ``run_id``, ``git_commit``, ``global_batch`` (sequences per optimizer step);
 - training: ``train_steps_done``, ``train_total_steps``, ``train_<loss | token_accuracy |
   entropy_correct | entropy_incorrect>_<first | last>`` (means of the first / last 3 logged steps;
   entropies in nats), ``probe_entropy_auroc_<start | end>``, and the paper signature on the
   probe tokens: ``sig_n_base_<correct | incorrect>``, ``sig_entropy_base_<incorrect | correct>_
   <start | end | change>`` (nats), ``sig_incorrect_entropy_rose``, ``sig_correct_entropy_fell``;
+- compute (:mod:`uaclm_dist.train.throughput`, steps after the first logged interval):
+  ``world_size``, ``params_<total | trainable | matmul_frozen | matmul_trainable>``,
+  ``tokens_seen``, ``tokens_per_s`` (all workers), ``tokens_per_s_per_worker``,
+  ``step_seconds``, ``step_s_<data | forward | loss | backward | optimizer | comm | other>``
+  (rank 0, seconds per step), ``flops_per_token``, ``peak_flops_per_device``, ``mfu`` (0..1),
+  ``peak_memory_mb_max`` and ``peak_memory_mb_per_worker`` (MiB, space-separated);
 - evaluation: ``method``, ``n_examples``, ``n_correct``, ``n_incorrect``, ``accuracy`` (+
   ``_low`` / ``_high``: its 95% interval), ``ece``, and per score ``s`` and metric ``m`` in
   :data:`TABLE_METRICS`: ``<m>_<s>``, ``<m>_<s>_low``, ``<m>_<s>_high`` and for AUROC the class
@@ -37,6 +43,7 @@ from uaclm_dist.sweep.layout import cell_paths, read_json
 from uaclm_dist.sweep.overrides import value_text
 from uaclm_dist.sweep.spec import SweepSpec
 from uaclm_dist.sweep.status import cell_state, read_status
+from uaclm_dist.train.step_timing import PHASES
 
 __all__ = ["Collected", "TABLE_METRICS", "collect", "write_tables"]
 
@@ -88,7 +95,33 @@ def training_columns(summary: dict | None) -> dict[str, Any]:
                                                            part)  # fmt: skip
     row["sig_incorrect_entropy_rose"] = _dig(signature, "incorrect_entropy_rose")
     row["sig_correct_entropy_fell"] = _dig(signature, "correct_entropy_fell")
+    row.update(throughput_columns(_dig(summary, "throughput")))
     return row
+
+
+def throughput_columns(throughput: dict | None) -> dict[str, Any]:
+    """The compute numbers of a run (:func:`uaclm_dist.train.throughput.throughput_summary`;
+    all None without them)."""
+    row: dict[str, Any] = {"world_size": _dig(throughput, "world_size")}
+    for key in ("total", "trainable", "matmul_frozen", "matmul_trainable"):
+        row[f"params_{key}"] = _dig(throughput, "parameters", key)
+    for key in ("tokens_seen", "tokens_per_s", "tokens_per_s_per_worker", "step_seconds",
+                "flops_per_token", "peak_flops_per_device", "mfu", "peak_memory_mb_max"):
+        row[key] = _dig(throughput, key)
+    for phase in (*PHASES, "other"):
+        row[f"step_s_{phase}"] = _dig(throughput, "phase_seconds", phase)
+    per_worker = _dig(throughput, "peak_memory_mb_per_worker")
+    row["peak_memory_mb_per_worker"] = (" ".join(f"{x:g}" for x in per_worker)
+                                        if per_worker else None)  # fmt: skip
+    return row
+
+
+def global_batch(run_info: dict | None) -> int | None:
+    """Sequences per optimizer step: micro-batch x accumulation x workers (None if unknown)."""
+    micro = _dig(run_info, "config", "optim", "micro_batch_size")
+    accum = _dig(run_info, "config", "optim", "grad_accumulation")
+    world = _dig(run_info, "world_size")
+    return micro * accum * world if None not in (micro, accum, world) else None
 
 
 def _interval(values: Any) -> tuple[Any, Any]:
@@ -129,6 +162,7 @@ def _cell_rows(spec: SweepSpec, cell: Cell, scores: list[str]) -> list[dict[str,
         "reason": status.get("reason") if state != "done" else None,
         "train_s": durations.get("train"), "eval_s": durations.get("eval"),
         "run_id": _dig(run_info, "run_id"), "git_commit": _dig(run_info, "git_commit"),
+        "global_batch": global_batch(run_info),
         **training_columns(read_json(paths.summary_file)),
     }  # fmt: skip
     metrics = read_json(paths.metrics_file)

@@ -16,10 +16,12 @@ Nothing here imports torch: checkpoints are checked by the torch-free
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from uaclm_dist.config import REPO_ROOT
 from uaclm_dist.sweep.cells import Cell
 from uaclm_dist.sweep.spec import SweepSpec, SweepSpecError
 from uaclm_dist.train.run_state import latest_checkpoint
@@ -108,9 +110,19 @@ def cell_paths(spec: SweepSpec, cell: Cell) -> CellPaths:
 # -------------------------------------------------------------------------------- spec lock
 
 
+def _base_key(path: str | Path) -> str:
+    """The base config as the lock records it: relative to the repository root when inside it
+    (a Ray job runs the sweep in an uploaded copy of the repository, elsewhere on disk)."""
+    path = Path(path)
+    try:
+        return str(path.relative_to(REPO_ROOT)) if path.is_absolute() else str(path)
+    except ValueError:
+        return str(path)
+
+
 def spec_identity(spec: SweepSpec) -> dict[str, Any]:
     """What every cell of the folder shares, beyond its own values: base config and overrides."""
-    return {"base": str(spec.base), "overrides": {k: v for k, v in spec.overrides}}
+    return {"base": _base_key(spec.base), "overrides": {k: v for k, v in spec.overrides}}
 
 
 def check_spec_lock(spec: SweepSpec) -> None:
@@ -121,6 +133,7 @@ def check_spec_lock(spec: SweepSpec) -> None:
     if saved is None:
         return
     now = spec_identity(spec)
+    saved = {**saved, "base": _base_key(saved.get("base", ""))}
     changed = [k for k in now if saved.get(k) != now[k]]
     if changed:
         raise SweepSpecError(str(spec.path), (
@@ -133,4 +146,7 @@ def check_spec_lock(spec: SweepSpec) -> None:
 def write_spec_lock(spec: SweepSpec) -> None:
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     identity = {**spec_identity(spec), "name": spec.name, "spec": str(spec.path)}
-    (spec.output_dir / SPEC_LOCK).write_text(json.dumps(identity, indent=2, default=str) + "\n")
+    # atomically: the tasks of a Slurm array or Ray jobs check it while others write it
+    tmp = spec.output_dir / f".{SPEC_LOCK}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(identity, indent=2, default=str) + "\n")
+    os.replace(tmp, spec.output_dir / SPEC_LOCK)

@@ -101,6 +101,45 @@ def _cells_section(frame: pd.DataFrame, axes: list[str], scores: list[str]) -> l
             "intervals are in sweep.csv / sweep.parquet.", "", markdown_table(headers, rows), ""]
 
 
+def _int_text(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else f"{int(value):,}"
+
+
+def _split_text(row: pd.Series) -> str:
+    parts = [(p, row.get(f"step_s_{p}")) for p in ("data", "forward", "loss", "backward",
+                                                   "optimizer", "comm", "other")]  # fmt: skip
+    if all(v is None or pd.isna(v) for _, v in parts):
+        return "-"
+    return " / ".join(fmt(v) for _, v in parts)
+
+
+def _compute_section(frame: pd.DataFrame, axes: list[str]) -> list[str]:
+    cells = frame.drop_duplicates("cell")
+    if "tokens_per_s" not in cells or cells["tokens_per_s"].isna().all():
+        return []
+    headers = ["cell", *axes, "seed", "workers", "parameters (trainable)", "tokens/s (per worker)",
+               "s/step", "data / forward / loss / backward / optimizer / comm / other (s)",
+               "MFU", "peak MiB per worker"]  # fmt: skip
+    rows = []
+    for _, r in cells.iterrows():
+        tps, per = r.get("tokens_per_s"), r.get("tokens_per_s_per_worker")
+        mfu = r.get("mfu")
+        rows.append([f"`{r['cell']}`", *(_text(r[a]) for a in axes), _text(r["seed"]),
+                     _int_text(r.get("world_size")),
+                     f"{_int_text(r.get('params_total'))} ({_int_text(r.get('params_trainable'))})",
+                     "-" if pd.isna(tps) else f"{tps:.1f} ({per:.1f})",
+                     fmt(r.get("step_seconds")), _split_text(r),
+                     "-" if mfu is None or pd.isna(mfu) else f"{100 * mfu:.2f}%",
+                     _text(r.get("peak_memory_mb_per_worker"))])  # fmt: skip
+    return ["## Compute", "",
+            "Training steps after the first logged interval (warm-up left out); tokens are real "
+            "(unpadded) tokens; the step split is rank 0's; MFU = training FLOPs (LoRA-aware: "
+            "4 N_frozen + 6 N_trainable + 12 L H d_head T per token) / (seconds x workers x peak "
+            "FLOP/s of one device, from `compute.json` of the run). Plots: throughput.png, "
+            "memory.png, scaling.png (a worker-count axis), quality.png (evaluated sweeps).", "",
+            markdown_table(headers, rows), ""]
+
+
 def _problems_section(frame: pd.DataFrame, spec: SweepSpec) -> list[str]:
     unfinished = frame[frame["status"] != "done"].drop_duplicates("cell")
     lines = ["## Failed or missing cells", ""]
@@ -143,5 +182,6 @@ def render(spec: SweepSpec, collected: Collected, study: pd.DataFrame) -> str:
     lines = [*_header(spec, collected.frame),
              *_study_section(study, axes, scores, n_seeds, spec.evaluate),
              *_cells_section(collected.frame, axes, scores),
+             *_compute_section(collected.frame, axes),
              *_problems_section(collected.frame, spec)]  # fmt: skip
     return "\n".join(lines).rstrip() + "\n"

@@ -32,12 +32,10 @@ from uaclm_dist.sweep.status import (
 )
 from uaclm_dist.sweep.validate import CellCheck
 
-__all__ = ["BACKENDS", "PLANNED_BACKENDS", "run_sweep"]
+__all__ = ["BACKENDS", "run_sweep"]
 
-#: Backends this version runs.
-BACKENDS = ("local",)
-#: Backends planned but not in this version (``sweep run`` refuses them with exit status 2).
-PLANNED_BACKENDS = ("ray", "slurm")
+#: Backends of ``sweep run`` (ray: :mod:`.ray_backend`, slurm: :mod:`.slurm_backend`).
+BACKENDS = ("local", "ray", "slurm")
 #: stderr lines of a failed command echoed on the console (status.json keeps more)
 ECHO_LINES = 5
 
@@ -70,6 +68,8 @@ class _CellRun:
             "attempt": int(previous.get("attempt", 0)) + 1, "started": now_iso(),
             "finished": None, "durations_s": {}, "commands": {},
         }  # fmt: skip
+        if previous.get("slurm_task"):  # run as a Slurm array task: keep the task's name
+            self.status["slurm_task"] = previous["slurm_task"]
 
     def _save(self, **changes: Any) -> None:
         self.status.update(changes)

@@ -3,7 +3,8 @@
     {
       "cell": "clm-all-s0-7c0d5b2e",
       "label": "objective.name=clm,data.loss_on=all,seed=0",
-      "state": "done" | "failed" | "running" | "interrupted",
+      "state": "done" | "failed" | "queued" | "running" | "interrupted",
+      "slurm_task": "1234_0",                 # --backend slurm: the array task of the cell
       "phase": "train" | "eval" | null,      # the phase running, or the one that failed
       "reason": "uaclm train exited with status 1" | null,
       "returncode": 1 | null,
@@ -29,10 +30,11 @@ from typing import Any
 
 from uaclm_dist.sweep.layout import CellPaths, read_json
 
-__all__ = ["DONE", "FAILED", "INTERRUPTED", "PENDING", "RUNNING", "cell_state", "now_iso",
+__all__ = ["DONE", "FAILED", "INTERRUPTED", "PENDING", "QUEUED", "RUNNING", "cell_state", "now_iso",
            "read_status", "write_status"]  # fmt: skip
 
 PENDING = "pending"
+QUEUED = "queued"  # handed to a scheduler (Slurm), not started yet
 RUNNING = "running"
 DONE = "done"
 FAILED = "failed"

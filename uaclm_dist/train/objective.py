@@ -16,6 +16,7 @@ from uaclm_dist.losses.objectives import Objective
 from uaclm_dist.losses.types import LossOutput
 from uaclm_dist.modeling.hidden import final_hidden_states, final_hidden_states_with_images
 from uaclm_dist.modeling.sharded_head import ShardedLMHead
+from uaclm_dist.train.step_timing import NoClock, PhaseClock
 
 
 def batch_to(
@@ -53,6 +54,10 @@ class CausalLMWithLoss(torch.nn.Module):
             batch without images runs a black image at zero weight), so the ZeRO-3 parameter
             gathers of all ranks pair up (DeepSpeed issue 7170) and the projector's gradient
             is reduced on every rank.
+
+    Attribute ``clock`` (a :class:`~uaclm_dist.train.step_timing.PhaseClock`, not a module):
+    the training loop sets one to time ``forward`` (hidden states) and ``loss`` (head and
+    objective) apart; by default nothing is timed.
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class CausalLMWithLoss(torch.nn.Module):
         self.model = model
         object.__setattr__(self, "head", head)  # not a registered submodule (see class doc)
         self.objective = objective
+        self.clock: PhaseClock = NoClock()
         self.dense = implementation == "reference" or objective.needs_full_vocab
         self.chunks = {
             "chunk_tokens": chunk_tokens, "chunk_vocab": chunk_vocab, "chunk_mib": chunk_mib
@@ -88,16 +94,18 @@ class CausalLMWithLoss(torch.nn.Module):
             step, total_steps: 0-based optimizer step and run length (objective schedules).
             model_inputs: ``input_ids [B, T]``, ``attention_mask [B, T]`` and any family extras.
         """
-        hidden = self.hidden_states(**model_inputs)  # [B, T, H]
+        with self.clock.phase("forward"):
+            hidden = self.hidden_states(**model_inputs)  # [B, T, H]
         hidden, targets = hidden[:, :-1], labels[:, 1:]
-        if self.dense:
-            return self.objective.dense(
-                self.dense_logits(hidden), targets, step=step, total_steps=total_steps
-            )
-        return self.head(
-            hidden, targets, objective=self.objective, step=step, total_steps=total_steps,
-            **self.chunks,
-        )  # fmt: skip
+        with self.clock.phase("loss"):
+            if self.dense:
+                return self.objective.dense(
+                    self.dense_logits(hidden), targets, step=step, total_steps=total_steps
+                )
+            return self.head(
+                hidden, targets, objective=self.objective, step=step, total_steps=total_steps,
+                **self.chunks,
+            )  # fmt: skip
 
     def hidden_states(self, **model_inputs: torch.Tensor) -> torch.Tensor:
         """Final hidden states ``[B, T, H]`` of the model for a batch (see ``image_size``)."""

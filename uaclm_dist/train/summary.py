@@ -13,6 +13,8 @@ import json
 import math
 from pathlib import Path
 
+from uaclm_dist.train.throughput import read_compute_setup, throughput_summary
+
 STEP_KEYS = ("loss", "entropy_correct", "entropy_incorrect", "token_accuracy")
 
 
@@ -84,6 +86,7 @@ def summarize(out: Path, result_metrics: dict, stopped: bool) -> dict:
         "signature": paper_signature(probe),
         "adapter_numel": result_metrics.get("adapter_numel"),
         "adapter_l1": result_metrics.get("adapter_l1"),
+        "throughput": throughput_summary(rows, read_compute_setup(out)),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -112,3 +115,12 @@ def print_summary(summary: dict) -> None:
             e = signature[key]
             print(f"  entropy of tokens {label} (n={signature[n]}): {fmt(e['start'])} -> "
                   f"{fmt(e['end'])} nats")  # fmt: skip
+    throughput = summary.get("throughput")
+    if throughput and throughput.get("tokens_per_s"):
+        mfu = throughput.get("mfu")
+        first, last = throughput["steps"]
+        print(f"throughput, steps {first} -> {last}: {throughput['tokens_per_s']:.1f} tokens/s "
+              f"({throughput['tokens_per_s_per_worker']:.1f} per worker), "
+              f"{throughput['step_seconds']:.3f} s/step, MFU "
+              f"{'-' if mfu is None else f'{100 * mfu:.2f}%'}, peak memory "
+              f"{fmt(throughput.get('peak_memory_mb_max'))} MiB")  # fmt: skip

@@ -28,6 +28,7 @@ from uaclm_dist.faults import checkpoint_write_hook
 from uaclm_dist.train import checkpoint as ckpt
 from uaclm_dist.train.adapters import save_adapter, trainable_parameters
 from uaclm_dist.train.ds_config import load_deepspeed_config
+from uaclm_dist.train.flops import attention_shape, matmul_parameters, sequence_flops
 from uaclm_dist.train.manifest import replace_dir_atomically, write_manifest
 from uaclm_dist.train.metrics_sink import MetricsSink
 from uaclm_dist.train.nonfinite import (
@@ -37,6 +38,7 @@ from uaclm_dist.train.nonfinite import (
     write_aborted,
 )
 from uaclm_dist.train.objective import CausalLMWithLoss, batch_to, split_batch
+from uaclm_dist.train.peak_flops import peak_flops
 from uaclm_dist.train.plan import TrainPlan
 from uaclm_dist.train.portable_state import (
     gather_portable_state,
@@ -48,7 +50,9 @@ from uaclm_dist.train.probe import ProbeTokens, measure, summarize
 from uaclm_dist.train.schedule import linear_warmup_decay
 from uaclm_dist.train.sharding import step_micro_batches
 from uaclm_dist.train.step_metrics import StepMetrics
+from uaclm_dist.train.step_timing import PHASES, PhaseClock
 from uaclm_dist.train.storage import publish_to_storage
+from uaclm_dist.train.throughput import write_compute_setup
 
 STOP_FILE = "STOP"  # written by the driver on SIGTERM / SIGUSR1, or by `uaclm stop RUN_DIR`
 
@@ -130,7 +134,9 @@ class TrainingWorker:
         self.device = ray.train.torch.get_device()
         seed_everything(self.cfg.optim.seed)  # identical LoRA init on every rank
         self._build_engine()
+        self._measure_compute()
         self.start_step, resume_dir = self._resume()
+        self.totals = self._running_totals(resume_dir)
         self.sink = MetricsSink(self.cfg, self.out_dir, plan.run_id, self.rank, self.start_step)
         self.probe_base = self._probe_baseline(resume_dir)
         self.skip_guard = SkippedStepGuard(self.cfg.optim.max_skipped_in_a_row)
@@ -164,6 +170,47 @@ class TrainingWorker:
             model=self.module, optimizer=optimizer, lr_scheduler=scheduler,
             config=load_deepspeed_config(cfg, self.world), dist_init_required=False,
         )  # fmt: skip
+
+    def _measure_compute(self) -> None:
+        """Parameter counts, attention shape and this device's peak FLOP/s (all ranks probe at
+        once, after a barrier, so that ranks sharing cores measure their share); rank 0 writes
+        them to ``compute.json`` (:mod:`uaclm_dist.train.throughput`)."""
+        from deepspeed.accelerator import get_accelerator
+
+        self.clock = PhaseClock(get_accelerator().synchronize)
+        self.module.clock = self.clock
+        head = self.module.head
+        self.matmul_params = matmul_parameters(
+            self.peft_model, (head.vocab_size, head.hidden_size),
+            head_trainable=head.weight_shard.requires_grad,
+        )  # fmt: skip
+        self.attention = attention_shape(self.peft_model.config)
+        dist.barrier()
+        peak = peak_flops(self.device, getattr(torch, self.cfg.model.dtype),
+                          self.cfg.distributed.peak_tflops_per_device)  # fmt: skip
+        self.peak_flops = peak.flops_per_s
+        if self.rank == 0:
+            write_compute_setup(self.out_dir, {
+                "world_size": self.world, "device": str(self.device),
+                "parameters": {
+                    "total": self.n_total, "trainable": self.n_trainable,
+                    "matmul_frozen": self.matmul_params.frozen,
+                    "matmul_trainable": self.matmul_params.trainable,
+                },
+                "attention": {"layers": self.attention.layers, "heads": self.attention.heads,
+                              "head_dim": self.attention.head_dim},
+                "peak_flops_per_device": peak.flops_per_s, "peak_flops_source": peak.source,
+            })  # fmt: skip
+
+    def _running_totals(self, resume_dir: Path | None) -> dict[str, float]:
+        """Tokens, FLOPs and step seconds since the run started (from the checkpoint when
+        resuming; a checkpoint older than these totals restarts them at zero)."""
+        totals = {"cum_tokens": 0.0, "cum_flops": 0.0, "cum_seconds": 0.0,
+                  **{f"cum_{p}_s": 0.0 for p in PHASES}}  # fmt: skip
+        if resume_dir is not None:
+            saved = ckpt.read_run_state(resume_dir).get("totals") or {}
+            totals.update({k: float(v) for k, v in saved.items() if k in totals})
+        return totals
 
     def _resume(self) -> tuple[int, Path | None]:
         """Restore the newest complete checkpoint of this run (after a worker failure Ray
@@ -244,7 +291,8 @@ class TrainingWorker:
         """One optimizer step (``accum`` micro-batches on every rank); its metrics row."""
         cfg, plan = self.cfg, self.plan
         t0 = time.perf_counter()
-        step_metrics, n_seen_tokens = StepMetrics(), 0
+        clock = self.clock
+        step_metrics, n_seen_tokens, step_flops = StepMetrics(), 0, 0.0
         lr = self.engine.get_lr()[0]
         skipped_before = self.engine.skipped_steps
         for indices in step_micro_batches(
@@ -252,26 +300,45 @@ class TrainingWorker:
             micro=cfg.optim.micro_batch_size, accum=cfg.optim.grad_accumulation,
             world=self.world, rank=self.rank, seed=cfg.optim.seed,
         ):  # fmt: skip
-            rows = [plan.examples[i] for i in indices]
-            batch = batch_to(collate(rows, plan.pad_token_id, plan.image_spec), self.device,
-                             getattr(torch, cfg.model.dtype))  # fmt: skip
-            labels, inputs = split_batch(batch)
+            with clock.phase("data"):
+                rows = [plan.examples[i] for i in indices]
+                batch = batch_to(collate(rows, plan.pad_token_id, plan.image_spec), self.device,
+                                 getattr(torch, cfg.model.dtype))  # fmt: skip
+                labels, inputs = split_batch(batch)
+                lengths = inputs["attention_mask"].sum(dim=1).tolist()
             out = self.engine(labels=labels, step=step, total_steps=plan.total_steps, **inputs)
-            self.engine.backward(out.loss)
-            self.engine.step()
+            with clock.phase("backward"):
+                self.engine.backward(out.loss)
+            with clock.phase("optimizer"):
+                self.engine.step()
             step_metrics.add(out)
-            n_seen_tokens += int(inputs["attention_mask"].sum())
-        metrics = step_metrics.reduce()
-        tokens = torch.tensor([float(n_seen_tokens)], device=self.device)
-        peak = torch.tensor([float(peak_memory_bytes(self.device))], device=self.device)
-        dist.all_reduce(tokens)
-        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+            n_seen_tokens += int(sum(lengths))
+            step_flops += sequence_flops(self.matmul_params, self.attention, lengths)
+        with clock.phase("comm"):
+            metrics = step_metrics.reduce()
+            counts = torch.tensor([float(n_seen_tokens), step_flops], dtype=torch.float64,
+                                  device=self.device)  # fmt: skip
+            dist.all_reduce(counts)
+            peaks = [torch.zeros(1, dtype=torch.float64, device=self.device)
+                     for _ in range(self.world)]  # fmt: skip
+            dist.all_gather(peaks, torch.tensor([float(peak_memory_bytes(self.device))],
+                                                dtype=torch.float64, device=self.device))
         seconds = time.perf_counter() - t0
+        tokens, flops = counts.tolist()
+        phases = clock.take()
+        peaks_mb = [round(float(p.item()) / 2**20, 1) for p in peaks]
+        self.totals["cum_tokens"] += tokens
+        self.totals["cum_flops"] += flops
+        self.totals["cum_seconds"] += seconds
+        for name, value in phases.items():
+            self.totals[f"cum_{name}_s"] += value
         metrics.update(
             step=step + 1, total_steps=plan.total_steps, epoch=step // plan.steps_per_epoch,
-            lr=lr, tokens_per_s=float(tokens.item()) / seconds, step_seconds=seconds,
-            peak_memory_mb=float(peak.item()) / 2**20,
+            lr=lr, tokens_per_s=tokens / seconds, step_seconds=seconds,
+            mfu=flops / (seconds * self.peak_flops * self.world),
+            peak_memory_mb=max(peaks_mb), peak_memory_mb_per_worker=peaks_mb,
             beta=plan.objective.weight(step, plan.total_steps),
+            **{f"{name}_s": value for name, value in phases.items()}, **self.totals,
         )  # fmt: skip
         # DeepSpeed skipped the update on every rank alike if the gradient norm was not finite.
         skipped = self.engine.skipped_steps > skipped_before
@@ -314,6 +381,7 @@ class TrainingWorker:
                     "next_step": next_step, "total_steps": self.plan.total_steps,
                     "run_id": self.plan.run_id, "world_size": self.world, "final": final,
                     "probe_baseline": self.probe_base.to_state() if self.probe_base else None,
+                    "totals": dict(self.totals),
                 })  # fmt: skip
             write_manifest(tmp_path, self.rank)
             hook = checkpoint_write_hook(self.out_dir, self.rank, next_step)

@@ -1,0 +1,141 @@
+"""Training throughput against what users would run instead (issue 14 item 5).
+
+The same model, data, LoRA settings, global batch and steps, three ways, side by side in one
+script:
+
+- ``hf_trainer``: the Hugging Face ``Trainer`` + peft in this one process (what most users start
+  from): the model's own forward with dense logits and cross-entropy;
+- ``uaclm_1``: ``uaclm train`` through Ray Train + DeepSpeed ZeRO-2 with 1 worker;
+- ``uaclm_2``: the same with 2 workers (the global batch kept: accumulation halved).
+
+Objective ``clm`` everywhere (the only one the Trainer has); model: the demo's SmolLM2-135M
+with NF4 QLoRA (rank 32) in float32 compute (bf16 GEMMs are emulated on CPUs without bf16
+units, see configs/demo.yaml), 8 sequences per optimizer step. Tokens/s counts real (unpadded)
+tokens over the steps after the first ``--warmup`` (start-up excluded in all three); peak
+memory is each training process's peak RSS (the Trainer's process; the busiest Ray worker).
+The ratio ``hf_trainer / uaclm_1`` is the cost (or gain) of our orchestration on one worker.
+
+    python benchmarks/train_throughput.py                  # 40 steps each
+    python benchmarks/train_throughput.py --steps 20 --warmup 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "demo.yaml"
+COMMON = ["objective.name=clm", "optim.micro_batch_size=4", "logging.probe_examples=0",
+          "logging.wandb_mode=disabled"]  # fmt: skip
+GLOBAL_BATCH = 8
+
+
+def hf_trainer_run(steps: int, warmup: int) -> dict:
+    """The Hugging Face Trainer + peft on the same model and examples, in this process."""
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from uaclm_dist.config import load_config
+    from uaclm_dist.data.tokenize import collate
+    from uaclm_dist.modeling.families import family_of
+    from uaclm_dist.train.trainer import prepare_training_data
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    cfg = load_config(str(CONFIG), [*COMMON, f"optim.max_steps={steps}"])
+    data = prepare_training_data(cfg)
+    family = family_of(cfg.model)
+    model = family.attach_lora(family.load(cfg.model, None, seed=cfg.optim.seed).model, cfg.model)
+    tokens_per_step: list[int] = []
+    pending = [0]
+
+    def collator(rows):
+        batch = collate(rows, data.pad_token_id)
+        pending[0] += int(batch["attention_mask"].sum())
+        return batch
+
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            times.append(time.perf_counter())
+            tokens_per_step.append(pending[0])
+            pending[0] = 0
+
+    with tempfile.TemporaryDirectory(prefix="uaclm-hf-") as tmp:
+        args = TrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=4,
+            gradient_accumulation_steps=GLOBAL_BATCH // 4, max_steps=steps,
+            learning_rate=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+            warmup_ratio=cfg.optim.warmup_ratio, lr_scheduler_type="linear",
+            logging_steps=10**6, save_strategy="no", report_to=[], use_cpu=True,
+            dataloader_num_workers=0, remove_unused_columns=False, seed=cfg.optim.seed,
+        )  # fmt: skip
+        Trainer(model=model, args=args, train_dataset=data.train, data_collator=collator,
+                callbacks=[Clock()]).train()  # fmt: skip
+    seconds = times[-1] - times[warmup - 1]
+    tokens = sum(tokens_per_step[warmup:])
+    return {"tokens_per_s": tokens / seconds, "step_seconds": seconds / (steps - warmup),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+
+
+def uaclm_run(workers: int, steps: int, warmup: int, out: Path) -> dict:
+    args = [sys.executable, "-m", "uaclm_dist.cli", "train", str(CONFIG), *COMMON,
+            f"optim.max_steps={steps}", f"distributed.num_workers={workers}",
+            f"optim.grad_accumulation={GLOBAL_BATCH // 4 // workers}",
+            f"logging.log_every_steps={warmup}", f"logging.output_dir={out}"]  # fmt: skip
+    subprocess.run(args, cwd=REPO, check=True, capture_output=True, text=True)
+    tp = json.loads((out / "summary.json").read_text())["throughput"]
+    return {"tokens_per_s": tp["tokens_per_s"], "step_seconds": tp["step_seconds"],
+            "peak_rss_mib": tp["peak_memory_mb_max"], "mfu": tp["mfu"],
+            "steps_window": tp["steps"]}  # fmt: skip
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--out", default=".bench/train_throughput.json")
+    p.add_argument("--hf-child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.hf_child:
+        print(json.dumps(hf_trainer_run(args.steps, args.warmup)))
+        return 0
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="uaclm-tp-") as tmp:
+        for workers in (1, 2):
+            results[f"uaclm_{workers}"] = uaclm_run(workers, args.steps, args.warmup,
+                                                    Path(tmp) / f"w{workers}")  # fmt: skip
+    # in a child process: the Trainer's threads and peak RSS must not mix with this one's
+    proc = subprocess.run([sys.executable, __file__, "--hf-child", "--steps", str(args.steps),
+                           "--warmup", str(args.warmup)], cwd=REPO, check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    results["hf_trainer"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    base = results["uaclm_1"]["tokens_per_s"]
+    lines = [f"commit {commit}, {platform.machine()} {os.cpu_count()} CPUs, {args.steps} steps "
+             f"({args.warmup} warm-up), global batch {GLOBAL_BATCH}", "",
+             "| run | tokens/s | s/step | peak RSS MiB | tokens/s vs uaclm 1 worker |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['tokens_per_s']:.1f} | {r['step_seconds']:.2f} | "
+                     f"{r['peak_rss_mib']:.0f} | {r['tokens_per_s'] / base:.2f}x |")
+    text = "\n".join(lines)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"commit": commit, "results": results,
+                                          "table": text}, indent=2) + "\n")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

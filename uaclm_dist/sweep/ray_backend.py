@@ -1,0 +1,135 @@
+"""``uaclm sweep run SPEC --backend ray --address http://HEAD:8265``: each cell a Ray job.
+
+Each unfinished cell is submitted through the Ray Jobs API with this repository's code as the
+job's ``working_dir`` (the excludes of ``launchers/submit.sh``: no .git, .venv, runs, data,
+checkpoints, W&B folders) and runs the local backend for that one cell inside the job::
+
+    python -m uaclm_dist.cli sweep run SPEC --backend local --only <cell id>
+
+so its status.json, resume and failure record are those of a local run, and the training and
+evaluation it starts join the cluster through the job (``RAY_ADDRESS``). At most
+``--max-parallel`` jobs (default 1) are queued or running at once; the next is submitted as one
+ends, so cells do not compete for the cluster's CPUs / GPUs.
+
+The job runs in a temporary copy of the repository, so the results must go to storage the
+driver and every node see at the same path: the spec's ``output_dir`` must be absolute (exit 2
+otherwise), and a spec outside the repository must be on that storage too (a spec inside it
+travels with the code). The job's environment gets only the offline-hub flags and token-auth
+mode; credentials in this shell are never forwarded (the cluster keeps its own token).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from uaclm_dist.config import REPO_ROOT, ConfigError
+from uaclm_dist.sweep.layout import cell_paths
+from uaclm_dist.sweep.remote import RemoteCell, watch_cells
+from uaclm_dist.sweep.spec import SweepSpec
+from uaclm_dist.sweep.validate import CellCheck
+
+__all__ = ["JOB_EXCLUDES", "check_ray_spec", "job_runtime_env", "run_on_ray"]
+
+#: anchored at the repository root (a bare "data" would also drop the uaclm_dist/data package)
+JOB_EXCLUDES = ["/.git", "/.venv", "/data", "/checkpoints", "/runs", "/wandb", "/outputs",
+                "__pycache__", "/.pytest_cache", "/.ruff_cache", "/.bench", "/*.egg-info",
+                "/slurm-*.out"]  # fmt: skip
+ACTIVE_STATES = ("PENDING", "RUNNING")
+
+
+def check_ray_spec(spec: SweepSpec) -> str:
+    """The spec path as the job sees it; :class:`ConfigError` for an ``output_dir`` that is not
+    absolute in the spec file."""
+    raw = (yaml.safe_load(spec.path.read_text()) or {}).get("output_dir")
+    if not isinstance(raw, str) or not Path(raw).expanduser().is_absolute():
+        raise ConfigError(
+            f"--backend ray: output_dir in {spec.path} must be an absolute folder on storage "
+            f"the cluster's nodes share (each job runs in an uploaded copy of the repository); "
+            f"got {raw!r}")  # fmt: skip
+    path = spec.path.resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def job_runtime_env() -> dict[str, Any]:
+    return {
+        "working_dir": str(REPO_ROOT),
+        "excludes": list(JOB_EXCLUDES),
+        "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                     "RAY_AUTH_MODE": "token",
+                     # `uaclm train` calls ray.init(runtime_env=...) with some of the same keys
+                     "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1"},
+    }  # fmt: skip
+
+
+class _JobQueue:
+    """Submits cells at most ``max_parallel`` at a time and answers which are active."""
+
+    def __init__(self, client, spec: SweepSpec, spec_arg: str, cells: list[RemoteCell],
+                 max_parallel: int, job_python: str, out: TextIO):  # fmt: skip
+        self.client, self.spec, self.spec_arg = client, spec, spec_arg
+        self.waiting = list(cells)
+        self.max_parallel, self.job_python, self.out = max_parallel, job_python, out
+        self.submitted: set[str] = set()
+        self.last_status: dict[str, str] = {}
+
+    def _submit_next(self) -> None:
+        in_flight = [h for h in self.submitted if self.last_status.get(h, "PENDING")
+                     in ACTIVE_STATES]  # fmt: skip
+        while self.waiting and len(in_flight) < self.max_parallel:
+            cell = self.waiting.pop(0)
+            entrypoint = (f"{self.job_python} -m uaclm_dist.cli sweep run {self.spec_arg} "
+                          f"--backend local --only {cell.check.cell.id}")  # fmt: skip
+            self.client.submit_job(entrypoint=entrypoint, submission_id=cell.handle,
+                                   runtime_env=job_runtime_env(),
+                                   metadata={"uaclm_sweep": self.spec.name,
+                                             "cell": cell.check.cell.id})  # fmt: skip
+            self.submitted.add(cell.handle)
+            in_flight.append(cell.handle)
+            print(f"[sweep] submitted {cell.handle} ({cell.check.cell.label})", file=self.out,
+                  flush=True)  # fmt: skip
+
+    def active(self, cells: list[RemoteCell]) -> set[str]:
+        for handle in list(self.submitted):
+            if self.last_status.get(handle) not in (None, *ACTIVE_STATES):
+                continue
+            status = self.client.get_job_status(handle)
+            self.last_status[handle] = getattr(status, "value", str(status))
+        self._submit_next()
+        active = {h for h in self.submitted if self.last_status.get(h, "PENDING") in
+                  ACTIVE_STATES}  # fmt: skip
+        return active | {c.handle for c in self.waiting}
+
+    def why_gone(self, cell: RemoteCell) -> str:
+        status = self.last_status.get(cell.handle)
+        return (f"Ray job status {status}; its logs: ray job logs {cell.handle}" if status
+                else "never submitted")  # fmt: skip
+
+
+def run_on_ray(spec: SweepSpec, checks: list[CellCheck], *, address: str, max_parallel: int,
+               out: TextIO, job_python: str = "python",
+               client_factory: Callable[[str], Any] | None = None,
+               poll_s: float = 5.0):  # fmt: skip
+    """Submit the cells as Ray jobs, ``max_parallel`` at a time, until all have settled; the
+    final progress. (This process is the queue, so it waits: there is no ``--no-wait``.)"""
+    spec_arg = check_ray_spec(spec)
+    if client_factory is None:
+        from ray.job_submission import JobSubmissionClient
+
+        client_factory = JobSubmissionClient
+    client = client_factory(address)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    cells = [RemoteCell(c, cell_paths(spec, c.cell),
+                        f"uaclm-sweep-{c.cell.id}-{stamp}-{uuid.uuid4().hex[:4]}")
+             for c in checks]  # fmt: skip
+    queue = _JobQueue(client, spec, spec_arg, cells, max_parallel, job_python, out)
+    return watch_cells(spec, cells, active=queue.active, why_gone=queue.why_gone, out=out,
+                       poll_s=poll_s)
