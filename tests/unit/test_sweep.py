@@ -239,7 +239,8 @@ def test_repository_specs_load_and_expand():
     assert sizes == {(64, 2), (128, 4)} and len(expand_cells(tiny)) == 4
 
 
-@pytest.mark.parametrize("name, n_cells", [("tiny_llama_sizes", 10), ("tiny_llama_workers", 6)])
+@pytest.mark.parametrize("name, n_cells", [("tiny_llama_sizes", 10), ("tiny_llama_workers", 6),
+                                           ("real_sizes", 6)])
 def test_scaling_specs_validate_every_cell(name, n_cells):
     from uaclm_dist.sweep.validate import check_cells, invalid
 

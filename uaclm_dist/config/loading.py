@@ -37,7 +37,7 @@ __all__ = ["MODEL_ALIASES", "REPO_ROOT", "load_config", "parse_overrides"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: Model names resolved by ``uaclm_dist.modeling`` rather than by Hugging Face / the file system.
-MODEL_ALIASES = ("smollm2-135m", "tiny-llama")
+MODEL_ALIASES = ("smollm2-135m", "gemma3-270m", "tiny-llama")
 
 
 # ------------------------------------------------------------------------------------- YAML

@@ -158,6 +158,7 @@ class ModelConfig(_Section):
         "smollm2-135m",
         min_length=1,
         description="Base model: an alias ('smollm2-135m' = packaged SmolLM2-135M-Instruct, "
+        "'gemma3-270m' = packaged Gemma-3-270M base (requirements-study.txt; paper prompt), "
         "'tiny-llama' = random tiny Llama shaped by model.tiny; with model.family vision_lm: "
         "'smollm2-mobilenetv2' / 'tiny-llama-mobilenetv2' = offline VLMs with a pretrained "
         "MobileNetV2 tower), a Hugging Face id or a local directory (a llava-hf checkpoint "

