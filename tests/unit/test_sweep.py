@@ -370,9 +370,16 @@ class FakeSlurm:
     def __init__(self):
         self.scripts: list[str] = []
         self.queued: dict[str, str] = {}
+        self.held: str | None = None
 
     def __call__(self, argv, **_):
+        if argv[0] == "scontrol":
+            assert argv[1] == "release" and self.held == argv[2], argv
+            self.held = None
+            return subprocess.CompletedProcess(argv, 0, "", "")
         if argv[0] == "sbatch":
+            assert "--hold" in argv and self.held is None  # the previous array was released
+            self.held = str(100 + len(self.scripts))
             job = str(100 + len(self.scripts))
             text = Path(argv[-1]).read_text()
             self.scripts.append(text)
@@ -407,6 +414,9 @@ output_dir: {tmp_path / "out"}
     assert "#SBATCH --cpus-per-task=2" in two and "--gres" not in two
     assert f"sweep run {spec.path} --backend local --only \"$id\"" in one
     assert [c.handle for c in cells] == ["100_0", "100_1", "101_0", "101_1"]
+    assert slurm.held is None  # every array released after its cells were marked
+    assert [read_status(c.paths)["slurm_task"] for c in cells] == [c.handle for c in cells]
+    assert {read_status(c.paths)["state"] for c in cells} == {"queued"}
     queue = slurm_backend.SlurmQueue(run=slurm)
     polls = []
 

@@ -153,3 +153,13 @@ def test_throughput_summary_with_one_logged_row_or_none():
     assert out["tokens_per_s"] == pytest.approx(400.0)
     assert throughput_summary([], SETUP) is None
     assert throughput_summary([_row(8, 800, 1e9, 2.0, [50])], None) is None
+
+
+def test_throughput_summary_across_a_resume_on_another_world_size():
+    # steps 10 -> 20 on 2 workers (peak 1e9 each), then 20 -> 30 on 4 workers: 4 s each half
+    rows = [_row(10, 1000, 4e9, 5.0, [100, 100]), _row(30, 5000, 20e9, 13.0, [110] * 4)]
+    rows[0].update(cum_worker_seconds=10.0, cum_peak_flop=10e9)
+    rows[1].update(cum_worker_seconds=10.0 + 2 * 4.0 + 4 * 4.0, cum_peak_flop=10e9 + 24e9)
+    out = throughput_summary(rows, {**SETUP, "world_size": 4})  # compute.json of the resume
+    assert out["tokens_per_s_per_worker"] == pytest.approx(4000 / 24.0)
+    assert out["mfu"] == pytest.approx(16e9 / 24e9)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,6 @@ def write_spec_lock(spec: SweepSpec) -> None:
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     identity = {**spec_identity(spec), "name": spec.name, "spec": str(spec.path)}
     # atomically: the tasks of a Slurm array or Ray jobs check it while others write it
-    tmp = spec.output_dir / f".{SPEC_LOCK}.{os.getpid()}.tmp"
+    tmp = spec.output_dir / f".{SPEC_LOCK}.{socket.gethostname()}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(identity, indent=2, default=str) + "\n")
     os.replace(tmp, spec.output_dir / SPEC_LOCK)

@@ -155,9 +155,10 @@ def _quality_points(group: pd.DataFrame, column: str) -> pd.DataFrame:
             continue
         low = pd.to_numeric(at.get(f"{column}_low"), errors="coerce")
         high = pd.to_numeric(at.get(f"{column}_high"), errors="coerce")
+        counts = [pd.to_numeric(at[c], errors="coerce").min() for c in ("n_correct",
+                                                                           "n_incorrect")]
         rows.append({"size": size, "value": value.mean(), "low": low.min(), "high": high.max(),
-                     "n_correct": int(pd.to_numeric(at["n_correct"]).min()),
-                     "n_incorrect": int(pd.to_numeric(at["n_incorrect"]).min())})  # fmt: skip
+                     "counts": "/".join("?" if pd.isna(c) else str(int(c)) for c in counts)})
     return pd.DataFrame(rows)
 
 
@@ -191,7 +192,7 @@ def plot_quality(collected: Collected, path: Path) -> Path | None:
                         color=COLORS[i % len(COLORS)], marker=MARKERS[i % len(MARKERS)],
                         label=_label(keys, values))  # fmt: skip
             for _, p in points.iterrows():
-                ax.annotate(f"{p['n_correct']}/{p['n_incorrect']}", (p["size"], p["value"]),
+                ax.annotate(p["counts"], (p["size"], p["value"]),
                             fontsize=6, xytext=(3, 3), textcoords="offset points")  # fmt: skip
         if column.startswith("auroc"):
             ax.axhline(0.5, ls=":", color="grey")

@@ -90,19 +90,40 @@ def array_script(spec: SweepSpec, checks: list[CellCheck], cpus: int, gpus: int,
 
 
 def _sbatch(script: Path, extra: list[str], run: Run) -> str:
-    proc = run(["sbatch", "--parsable", *extra, str(script)], capture_output=True, text=True)
+    """Submit ``script`` held (``--hold``): its tasks start only once released."""
+    proc = run(["sbatch", "--parsable", "--hold", *extra, str(script)], capture_output=True,
+               text=True)  # fmt: skip
     if proc.returncode != 0:
         raise ConfigError(f"sbatch refused {script} (exit {proc.returncode}): "
                           f"{proc.stderr.strip() or proc.stdout.strip()}")  # fmt: skip
     return proc.stdout.strip().split(";")[0]
 
 
+def _release(job: str, run: Run) -> None:
+    proc = run(["scontrol", "release", job], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"scontrol release {job} failed (exit {proc.returncode}): "
+                           f"{proc.stderr.strip()}; the array is held: release or scancel it")
+
+
+def _mark_queued(cells: list[RemoteCell]) -> None:
+    """status.json of each cell: queued as its task (``slurm_task``), so that a rerun watches
+    it instead of submitting it again."""
+    for cell in cells:
+        write_status(cell.paths, {**read_status(cell.paths), "cell": cell.check.cell.id,
+                                  "label": cell.check.cell.label, "state": QUEUED,
+                                  "slurm_task": cell.handle, "reason": None})  # fmt: skip
+
+
 def submit_arrays(spec: SweepSpec, checks: list[CellCheck], *, extra: list[str],
                   out: TextIO, run: Run = subprocess.run) -> list[RemoteCell]:  # fmt: skip
-    """Write and submit one array per resource group; the cells with their task handles."""
-    if shutil.which("sbatch") is None and run is subprocess.run:
-        raise ConfigError("--backend slurm: `sbatch` is not on PATH (run on a Slurm login node, "
-                          "or use --backend local / ray)")  # fmt: skip
+    """Write and submit one array per resource group; the cells with their task handles.
+
+    Each array is submitted held, its cells are marked queued, then it is released: a task
+    never starts (and writes its own status) before its cell records which task it is, and a
+    refused ``sbatch`` of a later group leaves the earlier groups recorded, never submitted
+    twice by a rerun.
+    """
     log_dir = (spec.output_dir / "slurm").resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     cells: list[RemoteCell] = []
@@ -110,12 +131,14 @@ def submit_arrays(spec: SweepSpec, checks: list[CellCheck], *, extra: list[str],
         script = log_dir / f"array-{k}.sh"
         script.write_text(array_script(spec, group, cpus, gpus, log_dir))
         job = _sbatch(script, extra, run)
+        submitted = [RemoteCell(check, cell_paths(spec, check.cell), f"{job}_{i}",
+                                log_dir / f"{job}_{i}.out") for i, check in enumerate(group)]
+        _mark_queued(submitted)
+        _release(job, run)
         print(f"[sweep] submitted array {job}: {len(group)} cell(s), {cpus} CPU(s)"
               f"{f' and {gpus} GPU(s)' if gpus else ''} per task ({script})", file=out,
               flush=True)  # fmt: skip
-        for i, check in enumerate(group):
-            cells.append(RemoteCell(check, cell_paths(spec, check.cell), f"{job}_{i}",
-                                    log_dir / f"{job}_{i}.out"))  # fmt: skip
+        cells += submitted
     return cells
 
 
@@ -126,21 +149,33 @@ TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NOD
 
 class SlurmQueue:
     """Asks ``squeue`` which tasks are still queued or running; remembers the last state it
-    saw of each (the account of a task that ended without finishing its cell)."""
+    saw of each (``-t all``: a task that ended is listed with its final state until Slurm
+    forgets it, ``MinJobAge``), the account of a task that ended without finishing its cell.
+
+    A failing ``squeue`` (controller busy or restarting) counts the tasks as still active, up
+    to :attr:`MAX_FAILURES` polls in a row."""
+
+    MAX_FAILURES = 12
 
     def __init__(self, run: Run = subprocess.run):
         self.run = run
         self.last_state: dict[str, str] = {}
+        self.failures = 0
 
     def active(self, cells: list[RemoteCell]) -> set[str]:
         jobs = sorted({c.handle.split("_")[0] for c in cells})
-        proc = self.run(["squeue", "-h", "-r", "-j", ",".join(jobs), "-o", "%i %T"],
+        proc = self.run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(jobs), "-o", "%i %T"],
                         capture_output=True, text=True)  # fmt: skip
         if proc.returncode != 0:
             # squeue forgets jobs some time after they end ("Invalid job id"): none is active
             if "invalid job id" in (proc.stderr or "").lower():
                 return set()
-            raise RuntimeError(f"squeue failed (exit {proc.returncode}): {proc.stderr.strip()}")
+            self.failures += 1
+            if self.failures >= self.MAX_FAILURES:
+                raise RuntimeError(f"squeue failed {self.failures} times in a row (exit "
+                                   f"{proc.returncode}): {proc.stderr.strip()}")  # fmt: skip
+            return {c.handle for c in cells}
+        self.failures = 0
         active = set()
         for line in proc.stdout.splitlines():
             parts = line.split()
@@ -178,23 +213,17 @@ def _still_queued(spec: SweepSpec, checks: list[CellCheck], queue: SlurmQueue,
     return kept
 
 
-def _mark_queued(cells: list[RemoteCell]) -> None:
-    for cell in cells:
-        write_status(cell.paths, {**read_status(cell.paths), "cell": cell.check.cell.id,
-                                  "label": cell.check.cell.label, "state": QUEUED,
-                                  "slurm_task": cell.handle, "reason": None})  # fmt: skip
-
-
 def run_on_slurm(spec: SweepSpec, checks: list[CellCheck], *, extra: list[str], wait: bool,
                  out: TextIO, poll_s: float = 5.0):  # fmt: skip
     """Submit the cells and (``wait``) watch them; the final progress, or None without wait."""
+    if shutil.which("sbatch") is None:
+        raise ConfigError("--backend slurm: `sbatch` is not on PATH (run on a Slurm login node, "
+                          "or use --backend local / ray)")  # fmt: skip
     queue = SlurmQueue()
     earlier = _still_queued(spec, checks, queue, out)
     skip = {c.check.cell.id for c in earlier}
-    cells = submit_arrays(spec, [c for c in checks if c.cell.id not in skip], extra=extra,
-                          out=out) if len(skip) < len(checks) else []  # fmt: skip
-    _mark_queued(cells)
-    cells = earlier + cells
+    cells = earlier + (submit_arrays(spec, [c for c in checks if c.cell.id not in skip],
+                                     extra=extra, out=out) if len(skip) < len(checks) else [])
     if not wait:
         print("[sweep] not waiting (--no-wait): `uaclm sweep plan SPEC` shows the cells' "
               "states; `squeue` the tasks", file=out)  # fmt: skip

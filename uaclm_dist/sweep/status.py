@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,7 +55,8 @@ def read_status(paths: CellPaths) -> dict[str, Any]:
 def write_status(paths: CellPaths, status: dict[str, Any]) -> None:
     """Write status.json atomically (a temporary file renamed over it)."""
     paths.root.mkdir(parents=True, exist_ok=True)
-    tmp = paths.status_file.with_suffix(".json.tmp")
+    # unique: a sweep driver and a Slurm task may write the same cell's status at once
+    tmp = paths.status_file.with_name(f".status.{socket.gethostname()}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(status, indent=2, default=str) + "\n")
     os.replace(tmp, paths.status_file)
 

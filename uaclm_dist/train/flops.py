@@ -15,7 +15,8 @@ forward, three times that with the backward (both operands are activations, so t
 the full two GEMMs whatever is frozen); ``T`` is the length of the token's sequence (the
 convention counts the full square, not the causal half). Hugging Face's ``6 N`` per token
 overstates a LoRA run's work by about 1.5x. Bias additions, norms, activations and softmax are
-not counted (they are not GEMMs), nor a vision tower's work (per image, not per token).
+not counted (they are not GEMMs), nor a vision tower's or projector's work (per image, not per
+token). A mixture-of-experts model would be overcounted (every expert counted per token).
 
 Useful work only: FLOPs are counted for the real (unpadded) tokens of each sequence.
 """
@@ -50,7 +51,7 @@ class MatmulParameters:
     Attributes:
         frozen: frozen weights (base linear layers, a frozen LM head), logical count (a 4-bit
             weight counts as its unpacked ``out x in``; a ZeRO-3 partitioned one in full).
-        trainable: trained weights (LoRA A and B, a trained head or projector layers).
+        trainable: trained weights (LoRA A and B, a trained head).
     """
 
     frozen: int
@@ -80,19 +81,27 @@ def matmul_parameters(
 
     Args:
         model: the (peft-wrapped, possibly 4-bit or ZeRO-3) model. Every ``torch.nn.Linear``
-            counts ``in_features * out_features`` (peft's LoRA layer wraps a base Linear and
-            holds its A and B as Linears: each is counted once). ``lm_head`` may have been
-            removed (:func:`~uaclm_dist.modeling.sharded_head.replace_lm_head`).
+            (and GPT-2's ``Conv1D``) counts ``in_features * out_features`` (peft's LoRA
+            layer wraps a base Linear and holds its A and B as Linears: each counted once).
+            ``lm_head`` may have been removed
+            (:func:`~uaclm_dist.modeling.sharded_head.replace_lm_head`).
         head_shape: ``(vocab, hidden)`` of an LM head kept outside ``model`` (the sharded
             head: pass the *full* vocabulary, every rank computes its share); None: none.
         head_trainable: whether that head trains.
         exclude: module-name parts whose Linears are skipped (per-image work).
     """
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layer, weight [in, out]
+
     frozen = trainable = 0
     for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or _is_excluded(name, exclude):
+        if _is_excluded(name, exclude):
             continue
-        n = int(module.in_features) * int(module.out_features)
+        if isinstance(module, torch.nn.Linear):
+            n = int(module.in_features) * int(module.out_features)
+        elif isinstance(module, Conv1D):
+            n = int(module.nx) * int(module.nf)
+        else:
+            continue
         if module.weight.requires_grad:
             trainable += n
         else:

@@ -90,8 +90,11 @@ def peak_flops(device: torch.device, dtype: torch.dtype,
         tflops = table_tflops(name)
         if tflops is not None:
             return PeakFlops(tflops * 1e12, f"data sheet: {name}, bf16 dense")
-        return PeakFlops(gemm_probe(device, torch.bfloat16, size=8192),
-                         f"GEMM probe: {name}, bf16 8192^3 (not in the data-sheet table)")
+        probe_dtype = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+        flops_per_s = gemm_probe(device, probe_dtype, size=8192)
+        torch.cuda.reset_peak_memory_stats(device)  # the probe's tensors are not the run's peak
+        return PeakFlops(flops_per_s, f"GEMM probe: {name}, {str(probe_dtype)[6:]} 8192^3 "
+                                      f"(not in the data-sheet table)")
     threads = torch.get_num_threads()
     best = max(((gemm_probe(device, d), d) for d in dict.fromkeys((torch.float32, dtype))),
                key=lambda pair: pair[0])

@@ -6,7 +6,9 @@ attention shape and the peak FLOP/s per device (:mod:`uaclm_dist.train.peak_flop
 logged row of ``metrics.jsonl`` carries running totals since the run started (kept across
 resumes in the checkpoint's run state): ``cum_tokens`` (real tokens, all ranks), ``cum_flops``
 (training FLOPs of those tokens), ``cum_seconds`` (wall time inside optimizer steps) and
-``cum_<phase>_s`` (rank 0's phases, :mod:`uaclm_dist.train.step_timing`).
+``cum_<phase>_s`` (rank 0's phases, :mod:`uaclm_dist.train.step_timing`), ``cum_worker_seconds``
+(seconds x workers) and ``cum_peak_flop`` (seconds x workers x peak FLOP/s): per-worker rates and
+MFU divide by these, so a window across a resume on another world size stays right.
 
 :func:`throughput_summary` takes the difference between the first and the last logged row, so
 the first ``logging.log_every_steps`` steps (warm-up, allocator growth) are left out; with one
@@ -66,6 +68,10 @@ def throughput_summary(rows: list[dict], setup: dict[str, Any] | None) -> dict[s
     seconds, tokens, flops = delta("cum_seconds"), delta("cum_tokens"), delta("cum_flops")
     world = int(setup["world_size"])
     peak = setup.get("peak_flops_per_device")
+    # seconds x workers and seconds x workers x peak over the window (a resume on another
+    # world size changes both per step); rows without them: this run's world and peak
+    worker_seconds = delta("cum_worker_seconds") or seconds * world
+    peak_flop = delta("cum_peak_flop") or (seconds * world * peak if peak else 0.0)
     phases = {p: delta(f"cum_{p}_s") / steps for p in PHASES} if steps else {}
     step_s = seconds / steps if steps else None
     if step_s is not None:
@@ -78,13 +84,13 @@ def throughput_summary(rows: list[dict], setup: dict[str, Any] | None) -> dict[s
         "parameters": setup.get("parameters"),
         "tokens_seen": last["cum_tokens"],
         "tokens_per_s": tokens / seconds if seconds > 0 else None,
-        "tokens_per_s_per_worker": tokens / seconds / world if seconds > 0 else None,
+        "tokens_per_s_per_worker": tokens / worker_seconds if worker_seconds > 0 else None,
         "step_seconds": step_s,
         "phase_seconds": phases or None,
         "flops_per_token": flops / tokens if tokens > 0 else None,
         "peak_flops_per_device": peak,
         "peak_flops_source": setup.get("peak_flops_source"),
-        "mfu": flops / (seconds * peak * world) if seconds > 0 and peak else None,
+        "mfu": flops / peak_flop if peak_flop > 0 else None,
         "peak_memory_mb_per_worker": per_worker,
         "peak_memory_mb_max": max(per_worker) if per_worker else None,
         "device": setup.get("device"),

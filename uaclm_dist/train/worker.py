@@ -206,6 +206,7 @@ class TrainingWorker:
         """Tokens, FLOPs and step seconds since the run started (from the checkpoint when
         resuming; a checkpoint older than these totals restarts them at zero)."""
         totals = {"cum_tokens": 0.0, "cum_flops": 0.0, "cum_seconds": 0.0,
+                  "cum_worker_seconds": 0.0, "cum_peak_flop": 0.0,
                   **{f"cum_{p}_s": 0.0 for p in PHASES}}  # fmt: skip
         if resume_dir is not None:
             saved = ckpt.read_run_state(resume_dir).get("totals") or {}
@@ -330,6 +331,10 @@ class TrainingWorker:
         self.totals["cum_tokens"] += tokens
         self.totals["cum_flops"] += flops
         self.totals["cum_seconds"] += seconds
+        # what the devices could have done meanwhile: a resume on another world size or device
+        # changes these per step, so the summary divides by their sums, not today's values
+        self.totals["cum_worker_seconds"] += seconds * self.world
+        self.totals["cum_peak_flop"] += seconds * self.world * self.peak_flops
         for name, value in phases.items():
             self.totals[f"cum_{name}_s"] += value
         metrics.update(
