@@ -81,9 +81,13 @@ class _JobQueue:
         self.submitted: set[str] = set()
         self.last_status: dict[str, str] = {}
 
+    def _in_flight(self) -> set[str]:
+        """Submitted jobs not known to have ended (a job not polled yet counts as pending)."""
+        return {h for h in self.submitted
+                if self.last_status.get(h, "PENDING") in ACTIVE_STATES}  # fmt: skip
+
     def _submit_next(self) -> None:
-        in_flight = [h for h in self.submitted if self.last_status.get(h, "PENDING")
-                     in ACTIVE_STATES]  # fmt: skip
+        in_flight = self._in_flight()
         while self.waiting and len(in_flight) < self.max_parallel:
             cell = self.waiting.pop(0)
             entrypoint = (f"{self.job_python} -m uaclm_dist.cli sweep run {self.spec_arg} "
@@ -93,7 +97,7 @@ class _JobQueue:
                                    metadata={"uaclm_sweep": self.spec.name,
                                              "cell": cell.check.cell.id})  # fmt: skip
             self.submitted.add(cell.handle)
-            in_flight.append(cell.handle)
+            in_flight.add(cell.handle)
             print(f"[sweep] submitted {cell.handle} ({cell.check.cell.label})", file=self.out,
                   flush=True)  # fmt: skip
 
@@ -104,9 +108,7 @@ class _JobQueue:
             status = self.client.get_job_status(handle)
             self.last_status[handle] = getattr(status, "value", str(status))
         self._submit_next()
-        active = {h for h in self.submitted if self.last_status.get(h, "PENDING") in
-                  ACTIVE_STATES}  # fmt: skip
-        return active | {c.handle for c in self.waiting}
+        return self._in_flight() | {c.handle for c in self.waiting}
 
     def why_gone(self, cell: RemoteCell) -> str:
         status = self.last_status.get(cell.handle)

@@ -199,8 +199,9 @@ def _still_queued(spec: SweepSpec, checks: list[CellCheck], queue: SlurmQueue,
     earlier = []
     for check in checks:
         paths = cell_paths(spec, check.cell)
-        handle = read_status(paths).get("slurm_task")
-        if handle and read_status(paths).get("state") in (QUEUED, RUNNING):
+        status = read_status(paths)
+        handle = status.get("slurm_task")
+        if handle and status.get("state") in (QUEUED, RUNNING):
             earlier.append(RemoteCell(check, paths, handle,
                                       (spec.output_dir / "slurm" / f"{handle}.out").resolve()))
     if not earlier:
