@@ -218,7 +218,7 @@ def _stop(args: argparse.Namespace) -> int:
     """Ask a running training to checkpoint and stop at its next step (resume with --resume)."""
     from pathlib import Path
 
-    from uaclm_dist.train.worker import STOP_FILE
+    from uaclm_dist.train.run_dir import STOP_FILE
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "run_info.json").exists():

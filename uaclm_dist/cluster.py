@@ -86,15 +86,17 @@ def ray_runtime_env(cfg: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
 
 
 def ray_init(cfg: RunConfig, *, log_to_driver: bool = True, quiet: bool = False) -> bool:
-    """Join ``cfg.distributed.ray_address`` (None: ``RAY_ADDRESS`` or a new local Ray) unless Ray
-    is already initialized in this process; True when this call started it (then the caller
-    shuts it down). ``quiet``: the runtime env of the console's default mode."""
+    """Join ``cfg.distributed.ray_address`` (None: ``RAY_ADDRESS`` or a new local Ray, with its
+    dashboard only if ``distributed.local_ray_dashboard``) unless Ray is already initialized in
+    this process; True when this call started it (then the caller shuts it down). ``quiet``: the
+    runtime env of the console's default mode."""
     import ray
 
     if ray.is_initialized():
         return False
     ray.init(address=cfg.distributed.ray_address, runtime_env=ray_runtime_env(cfg, quiet=quiet),
-             log_to_driver=log_to_driver)  # fmt: skip
+             log_to_driver=log_to_driver,
+             include_dashboard=cfg.distributed.local_ray_dashboard)  # fmt: skip  (a new Ray only)
     return True
 
 

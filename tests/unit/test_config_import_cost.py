@@ -20,3 +20,16 @@ def test_loading_a_config_imports_neither_torch_nor_transformers_nor_ray():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           check=True)  # fmt: skip
     assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_the_training_driver_imports_no_model_code_deepspeed_or_peft():
+    """`uaclm train` and `uaclm stop` on the driver: the worker module (transformers' modeling
+    code, peft, DeepSpeed: seconds of imports) is imported on the Ray workers only."""
+    code = (
+        "import sys; import uaclm_dist.train.trainer, uaclm_dist.cli; "
+        "print(sorted(m for m in ('uaclm_dist.train.worker', 'transformers.modeling_utils', "
+        "'deepspeed', 'peft') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    assert proc.stdout.strip() == "[]", proc.stdout

@@ -386,6 +386,12 @@ class DistributedConfig(_Section):
     ray_address: str | None = Field(
         None, description="Ray cluster address (null: start or join a local one)."
     )
+    local_ray_dashboard: bool = Field(
+        False,
+        description="When uaclm starts Ray itself (no ray_address, no RAY_ADDRESS): also start "
+        "Ray's dashboard on 127.0.0.1:8265. Off by default: it adds seconds to every start and "
+        "a busy process beside the workers. Clusters started with `ray start` keep theirs.",
+    )
     gloo_socket_ifname: str | None = Field(
         None, description="Network interface for gloo collectives (GLOO_SOCKET_IFNAME)."
     )

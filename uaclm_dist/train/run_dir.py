@@ -31,6 +31,9 @@ PINNED_PACKAGES = (
     "rouge-score", "sentence-transformers", "uaclm-dist",
 )  # fmt: skip
 RUN_INFO = "run_info.json"
+#: written by the driver on SIGTERM / SIGUSR1, or by `uaclm stop RUN_DIR`; every rank checks for
+#: it after each step, and all checkpoint and stop together
+STOP_FILE = "STOP"
 #: What an evaluation folder (``uaclm eval --out``) holds once it has results.
 EVAL_METRICS = "metrics.json"
 
@@ -100,6 +103,7 @@ def prepare_new_run_dir(cfg: RunConfig) -> tuple[Path, str]:
 #: resources its workers run.
 RESUMABLE_CHANGES = (
     "optim.max_steps", "optim.epochs", "logging.", "distributed.ray_address",
+    "distributed.local_ray_dashboard",
     "distributed.cpus_per_worker", "distributed.gpus_per_worker",
     "distributed.gloo_socket_ifname", "distributed.nccl_socket_ifname",
     "distributed.max_failures",

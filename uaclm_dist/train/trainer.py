@@ -21,10 +21,20 @@ from uaclm_dist.train import run_dir as rd
 from uaclm_dist.train.checkpoint import latest_checkpoint, read_run_state
 from uaclm_dist.train.nonfinite import raise_if_aborted, set_aside_aborted
 from uaclm_dist.train.plan import TrainPlan
+from uaclm_dist.train.run_dir import STOP_FILE
 from uaclm_dist.train.schedule import steps_per_epoch, total_steps
 from uaclm_dist.train.sharding import wrapped_examples
 from uaclm_dist.train.summary import fmt, print_summary, summarize
-from uaclm_dist.train.worker import STOP_FILE, train_loop_per_worker
+
+
+def train_loop_on_worker(loop_config: dict) -> None:
+    """Ray Train's entry point on every worker: :func:`.worker.train_loop_per_worker`, imported
+    there, on the worker: the worker module pulls in transformers' modeling code, peft
+    and DeepSpeed (seconds of imports), which the driver never runs.
+    """
+    from uaclm_dist.train.worker import train_loop_per_worker
+
+    train_loop_per_worker(loop_config)
 
 
 @dataclass
@@ -249,7 +259,7 @@ def _fit(plan: TrainPlan, start_step: int, *, verbose: bool = False):
     with driver_output(log_dir, verbose) as terminal, \
             ray_session(plan.config, quiet=not verbose):  # fmt: skip
         trainer = TorchTrainer(
-            train_loop_per_worker,
+            train_loop_on_worker,
             train_loop_config={"plan": plan, "log_dir": None if verbose else str(log_dir)},
             scaling_config=ScalingConfig(
                 num_workers=ds.num_workers, use_gpu=ds.gpus_per_worker > 0,

@@ -47,14 +47,13 @@ from uaclm_dist.train.portable_state import (
     save_portable_state,
 )
 from uaclm_dist.train.probe import ProbeTokens, measure, summarize
+from uaclm_dist.train.run_dir import STOP_FILE
 from uaclm_dist.train.schedule import linear_warmup_decay
 from uaclm_dist.train.sharding import step_micro_batches
 from uaclm_dist.train.step_metrics import StepMetrics
 from uaclm_dist.train.step_timing import PHASES, PhaseClock
 from uaclm_dist.train.storage import publish_to_storage
 from uaclm_dist.train.throughput import write_compute_setup
-
-STOP_FILE = "STOP"  # written by the driver on SIGTERM / SIGUSR1, or by `uaclm stop RUN_DIR`
 
 
 def seed_everything(seed: int) -> None:
