@@ -3,7 +3,8 @@
 SmolLM2-135M-Instruct (packaged) answers a small jsonl set that mixes questions it knows with
 questions it does not, so both classes exist and every metric is defined; FanOutQA questions
 serve as the OOD set. One run is in-process instead: a score registered in this file alone
-reaches ``metrics.json``.
+reaches ``metrics.json``. (`uaclm run`, training then evaluating, is in
+test_eval_uses_run_split.py, which shares its run.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import cluster_fixtures as cf
 import pandas as pd
 import pytest
 
@@ -126,28 +126,6 @@ def test_eval_rejects_a_missing_adapter_before_starting_ray(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert "no peft adapter" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_uaclm_run_trains_then_evaluates_base_and_the_adapter(tmp_path):
-    """Also: fake credentials in the environment appear in no file the run writes (config,
-    run_info, logs, metrics, W&B offline files, the evaluation)."""
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "uaclm_dist.cli", "run", str(REPO / "configs/tiny_test.yaml"),
-         f"logging.output_dir={out}", "optim.max_steps=2", "eval.max_examples=4",
-         "eval.max_new_tokens=4", "eval.num_samples=2", "eval.bootstrap_samples=20",
-         "logging.wandb_mode=offline"],
-        cwd=REPO, capture_output=True, text=True, timeout=1200, check=False,
-        env={**os.environ, **cf.FAKE_SECRETS},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-6000:]
-    assert (out / "logs").is_dir() and (out / "run_info.json").exists()
-    assert cf.files_holding_secrets(tmp_path) == []
-    assert (out / "adapter" / "adapter_model.safetensors").exists()
-    metrics = json.loads((out / "eval" / "metrics.json").read_text())
-    assert set(metrics) == {"base", "trained"}
-    assert all(m["n_examples"] == 4 for m in metrics.values())
-    assert (out / "eval" / "report.md").exists()
 
 
 def max_token_nll(stats: ExampleStats) -> float:

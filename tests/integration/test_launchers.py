@@ -387,13 +387,14 @@ def test_usr1_before_the_time_limit_checkpoints_requeues_and_resumes(state, sing
 
 
 SWEEP_SPEC = """
-name: tiny-2x2-slurm
+name: tiny-2x2
 base: {base}
 axes:
   - zip:
-      model.tiny.hidden_size: [64, 128]
-      model.tiny.num_layers: [2, 4]
-      model.tiny.intermediate_size: [128, 256]
+      model.tiny.hidden_size: [64, 128, 64]
+      model.tiny.num_layers: [2, 4, 2]
+      model.tiny.intermediate_size: [128, 256, 128]
+      data.max_length: [64, 64, 16]     # the third point: no question fits in 16 tokens
   - key: objective.name
     values: [clm, ua_clm]
 overrides:  # 1 worker, 1 CPU: two array tasks run at once on the 2-CPU node
@@ -401,45 +402,79 @@ overrides:  # 1 worker, 1 CPU: two array tasks run at once on the 2-CPU node
   optim.grad_accumulation: 2
   optim.max_steps: 4
   logging.log_every_steps: 2
-  logging.probe_examples: 0
+  logging.probe_examples: 4
 evaluate: false
 output_dir: {out}
 """
 
 
-def test_sweep_on_slurm_runs_a_2x2_as_one_job_array_and_a_rerun_submits_nothing(state, single):
-    """`uaclm sweep run --backend slurm`: the four cells (1 CPU each) as tasks of one array on
-    the real single-node Slurm, watched to the end; collect has every row; a rerun skips."""
-    out = state / "sweep-slurm"
-    spec = state / "sweep-slurm.yaml"
+def test_sweep_2x2_on_slurm_then_locally_with_a_failing_cell_and_reruns_that_skip(state, single):
+    """`uaclm sweep` for real (issue 14): two tiny-Llama sizes x two objectives, plus a third
+    zip point whose override cannot run.
+
+    * ``--backend slurm``: the six cells (1 CPU each) as tasks of one array on the real
+      single-node Slurm, watched to the end: four finish, the two bad ones are recorded failed
+      with uaclm's reason while the others finish. A rerun of the finished cells submits nothing.
+    * ``--backend local`` on the same folder: the four finished cells are skipped, the two failed
+      ones are retried (for real, here) and fail again. (Every Slurm task runs the local backend
+      on its one cell, ``uaclm sweep run --backend local --only ID``: that is where the local
+      backend trains; a separate local 2 x 2 would repeat those trainings for ~5 minutes.)
+    * ``collect``: every cell's row in sweep.parquet, parameters growing with size,
+      tokens/s > 0, 0 < MFU <= 1, the plots and the markdown tables.
+    """
+    out = state / "sweep"
+    spec = state / "sweep.yaml"
     spec.write_text(SWEEP_SPEC.format(base=REPO / "configs/tiny_test.yaml", out=out))
     env = {**single.env, **job_env(single)}
     started = time.time()
 
-    def sweep(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(VENV_BIN / "python"), "-m", "uaclm_dist.cli", "sweep", *args,
-                               str(spec)], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=JOB_TIMEOUT)  # fmt: skip
+    def sweep(command: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(VENV_BIN / "python"), "-m", "uaclm_dist.cli", "sweep",
+                               command, str(spec), *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=JOB_TIMEOUT)  # fmt: skip
 
     run = sweep("run", "--backend", "slurm", "--slurm-arg=--mem=3G")
     logs = "\n".join(p.read_text()[-2000:] for p in sorted((out / "slurm").glob("*.out")))
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + logs
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:] + logs
     assert run.stdout.count("[sweep] submitted array") == 1
-    assert "4/4 done, 0 failed, 0 running, 0 queued" in run.stdout
-    assert len(list((out / "slurm").glob("*_[0-3].out"))) == 4
+    assert "4/6 done, 2 failed, 0 running, 0 queued" in run.stdout, run.stdout[-3000:] + logs
+    assert len(list((out / "slurm").glob("*_[0-5].out"))) == 6
+    statuses = {c.name: json.loads((c / "status.json").read_text())
+                for c in out.iterdir() if (c / "status.json").exists()}  # fmt: skip
+    assert len(statuses) == 6 and all(s["slurm_task"] for s in statuses.values())
+    done_ids = [cell for cell, s in statuses.items() if s["state"] == "done"]
+    assert len(done_ids) == 4 and not any("-16-" in cell for cell in done_ids)
+    again = sweep("run", "--backend", "slurm", "--only", *done_ids)
+    assert again.returncode == 0 and "4 finished earlier, 0 to run" in again.stdout
+    assert "submitted array" not in again.stdout
+
+    local = sweep("run")  # --backend local
+    assert local.returncode == 1, local.stdout[-3000:] + local.stderr[-3000:]
+    assert "4/6 done, 2 failed, 0 remaining" in local.stdout, local.stdout[-3000:]
+    assert local.stdout.count("train: logs in") == 2  # only the failed cells ran again
+
     collected = sweep("collect")
     assert collected.returncode == 0, collected.stderr[-3000:]
     frame = pd.read_parquet(out / "sweep.parquet")
-    assert len(frame) == 4 and set(frame["status"]) == {"done"}
-    assert (frame["tokens_per_s"] > 0).all() and frame["mfu"].between(0, 1).all()
-    assert frame["mfu"].gt(0).all()
-    sizes = frame.groupby("model.tiny.hidden_size")["params_total"].first()
-    assert sizes[128] > sizes[64]
-    assert all(json.loads((out / c / "status.json").read_text())["slurm_task"]
-               for c in frame["cell"])
+    cells = frame.drop_duplicates("cell")
+    assert len(cells) == 6
+    done, failed = cells[cells["status"] == "done"], cells[cells["status"] == "failed"]
+    assert len(done) == 4 and set(failed["data.max_length"]) == {16}
+    assert all("uaclm train exited with status 2" in r for r in failed["reason"])
+    status = json.loads((out / failed.iloc[0]["cell"] / "status.json").read_text())
+    assert status["attempt"] == 2
+    assert any("fits data.max_length 16" in line for line in status["stderr_tail"])
+    # every finished cell: its compute numbers, and the bigger model has more parameters
+    for _, row in done.iterrows():
+        assert row["tokens_per_s"] > 0 and 0 < row["mfu"] <= 1, row.to_dict()
+        assert row["world_size"] == 1 and row["tokens_seen"] > 0
+        assert row["step_s_loss"] > 0 and row["peak_memory_mb_max"] > 0
+    sizes = done.groupby("model.tiny.hidden_size")["params_total"].first()
+    assert sizes[128] > sizes[64] > 0
+    assert set(done["objective.name"]) == {"clm", "ua_clm"}
+    assert (done["sig_n_base_incorrect"] > 0).all()  # the entropy probe ran in every cell
     for plot in ("throughput", "memory"):
-        assert (out / f"{plot}.png").exists()
-    again = sweep("run", "--backend", "slurm")
-    assert again.returncode == 0 and "4 finished earlier, 0 to run" in again.stdout
-    assert "submitted array" not in again.stdout
-    print(f"slurm sweep: {time.time() - started:.0f} s")
+        assert (out / f"{plot}.png").stat().st_size > 10_000, plot
+    md = (out / "sweep.md").read_text()
+    assert "## Compute" in md and "## Failed or missing cells" in md
+    print(f"slurm + local sweep: {time.time() - started:.0f} s")

@@ -22,8 +22,9 @@ def ranks(*args) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
-# ZeRO-3 (its padded partitions need our own writer); ZeRO-2 resizes in test_training.py.
-@pytest.mark.parametrize("stage", [3])
+# ZeRO-3's padded partitions need our own writer; ZeRO-2's flat groups are not padded. The
+# whole Ray Train resize runs in tests/integration/test_paper_path.py under ZeRO-3 only.
+@pytest.mark.parametrize("stage", [2, 3])
 def test_state_from_one_rank_continues_on_two_ranks_as_on_one(stage, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
