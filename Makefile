@@ -52,7 +52,10 @@ lint: venv
 	$(VENV)/bin/ruff check uaclm_dist tests benchmarks
 
 bench: venv
+	$(PIP) install -q --no-deps -r requirements-bench.txt
 	$(PY) benchmarks/loss_memory.py
+	$(PY) benchmarks/loss_memory.py --objective clm --n 4096 --v 32000 128256 \
+	  --variants dense fused cce_compile torchtune_chunked --out .bench/loss_memory_peers.md
 	$(PY) benchmarks/eval_throughput.py
 	$(PY) benchmarks/eval_throughput.py --vqa
 	$(PY) benchmarks/load_memory.py eval --prompts 2000 20000

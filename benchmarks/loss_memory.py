@@ -6,7 +6,13 @@ Variants (forward + backward of the UA-CLM loss from final hidden states, frozen
 - ``dense``: logits ``[N, V]`` materialized, the readable reference (``Objective.dense``);
 - ``fused``: the single-pass kernel (what training uses for a frozen head);
 - ``two_pass``: the older two-pass kernel (kept for a trainable head), for comparison;
-- ``vp2`` / ``vp4``: the single-pass kernel with the vocabulary sharded over 2 / 4 gloo ranks.
+- ``vp2`` / ``vp4``: the single-pass kernel with the vocabulary sharded over 2 / 4 gloo ranks;
+- peers, ``--objective clm`` only (they compute plain cross-entropy; requirements-bench.txt):
+  ``cce_compile``, Apple's Cut Cross-Entropy (``cut-cross-entropy``) in its ``torch_compile``
+  implementation, the one that runs without a GPU (its default ``cce`` implementation is Triton
+  kernels: CUDA only, so not run here); ``torchtune_chunked``, torchtune's
+  ``CEWithChunkedOutputLoss`` (8 chunks) on logits computed chunk by chunk, as torchtune's models
+  do with ``num_output_chunks``.
 
 Memory: each variant in its own process (so one variant's allocator state cannot hide
 another's peak) allocates its inputs, resets the kernel's high-water mark
@@ -19,6 +25,8 @@ machine more than 2 ranks share cores, so only their memory is comparable.
 
     python benchmarks/loss_memory.py                      # N in {4096, 8192}, V in {32000, 128256}
     python benchmarks/loss_memory.py --n 2048 --h 512 --v 32000 --repeats 1   # a quick look
+    python benchmarks/loss_memory.py --objective clm \
+        --variants dense fused cce_compile torchtune_chunked          # against the peers
 """
 
 from __future__ import annotations
@@ -36,7 +44,10 @@ from pathlib import Path
 
 import torch
 
+#: ``--objective``: the loss every variant computes (the peers: ``clm`` only).
 OBJECTIVE = "ua_clm"
+#: chunks of torchtune's ``CEWithChunkedOutputLoss`` (its default, and torchtune's recipes')
+TORCHTUNE_CHUNKS = 8
 
 
 def _rss_bytes(field: str) -> int:
@@ -70,7 +81,9 @@ def _step(variant: str, hidden, weight, labels, vocab_start: int = 0):
 
     objective = build_objective(OBJECTIVE)
     h = hidden.detach().requires_grad_(True)
-    if variant == "dense":
+    if variant in PEERS:
+        loss = PEERS[variant](h, weight, labels)
+    elif variant == "dense":
         logits = h @ weight.t()  # [N, V] materialized
         loss = objective.dense(logits.unsqueeze(0), labels.unsqueeze(0)).loss
     elif variant in ("fused", "two_pass"):
@@ -84,6 +97,50 @@ def _step(variant: str, hidden, weight, labels, vocab_start: int = 0):
         ).loss
     loss.backward()
     return float(loss), h.grad
+
+
+def _cce_compile(h, weight, labels):
+    """Cut Cross-Entropy's ``torch_compile`` implementation: mean CE of ``h @ weight.T``.
+
+    Loaded from the installed package without running its ``__init__``, which imports the
+    Triton kernels first (and Triton itself is not installed on a CPU box).
+    """
+    import importlib.util
+    import types
+
+    if "cut_cross_entropy" not in sys.modules:
+        spec = importlib.util.find_spec("cut_cross_entropy")
+        if spec is None:
+            raise ImportError("cut-cross-entropy is not installed (requirements-bench.txt)")
+        package = types.ModuleType("cut_cross_entropy")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["cut_cross_entropy"] = package
+    from cut_cross_entropy.torch_compile import torch_compile_linear_cross_entropy
+
+    return torch_compile_linear_cross_entropy(h, weight, labels)
+
+
+def _torchtune_chunked(h, weight, labels):
+    """torchtune's ``CEWithChunkedOutputLoss`` on logits computed per chunk of tokens.
+
+    Loaded from its module file: ``import torchtune`` requires torchao, which nothing here uses.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("torchtune")
+    if spec is None:
+        raise ImportError("torchtune is not installed (requirements-bench.txt)")
+    path = Path(spec.submodule_search_locations[0], "modules", "loss", "ce_chunked_output_loss.py")
+    module_spec = importlib.util.spec_from_file_location("torchtune_ce_chunked", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    loss_fn = module.CEWithChunkedOutputLoss(num_output_chunks=TORCHTUNE_CHUNKS)
+    chunks = [c @ weight.t() for c in h.unsqueeze(0).chunk(TORCHTUNE_CHUNKS, dim=1)]
+    return loss_fn(chunks, labels.unsqueeze(0))
+
+
+#: Peer implementations of plain cross-entropy from hidden states and a frozen head.
+PEERS = {"cce_compile": _cce_compile, "torchtune_chunked": _torchtune_chunked}
 
 
 def _peak_above_inputs(variant, hidden, weight, labels, vocab_start=0):
@@ -118,9 +175,9 @@ def _input_bytes(*tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _vp_rank(rank, world, init_file, n, h, v, dtype, repeats, out_dir, chunk_mib=None):
-    global CHUNK_MIB
-    CHUNK_MIB = chunk_mib  # a spawned process starts from a fresh import
+def _vp_rank(rank, world, init_file, n, h, v, dtype, repeats, out_dir, chunk_mib, objective):
+    global CHUNK_MIB, OBJECTIVE
+    CHUNK_MIB, OBJECTIVE = chunk_mib, objective  # a spawned process starts from a fresh import
     import torch.distributed as dist
 
     from uaclm_dist.losses.vocab_parallel import vocab_shard_range
@@ -159,7 +216,7 @@ def run_worker(args) -> dict:
         mp.spawn(
             _vp_rank,
             args=(world, f"{tmp}/init", args.n, args.h, args.v, dtype, args.repeats, tmp,
-                  CHUNK_MIB),
+                  CHUNK_MIB, OBJECTIVE),
             nprocs=world,
         )
         ranks = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world)]
@@ -174,7 +231,7 @@ def run_worker(args) -> dict:
 def _run_worker(worker, n, h, v, dtype, repeats, variants=()) -> dict:
     cmd = [sys.executable, __file__, "--worker", worker, "--n", str(n), "--h", str(h),
            "--v", str(v), "--dtype", dtype, "--repeats", str(repeats),
-           "--variants", *variants]  # fmt: skip
+           "--objective", OBJECTIVE, "--variants", *variants]  # fmt: skip
     if CHUNK_MIB is not None:
         cmd += ["--chunk-mib", str(CHUNK_MIB)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -199,7 +256,7 @@ def _rss_field_meminfo(field: str) -> int:
     raise RuntimeError(field)
 
 
-SINGLE_PROCESS = ("dense", "fused", "two_pass")
+SINGLE_PROCESS = ("dense", "fused", "two_pass", *PEERS)
 
 
 def _git(*args: str) -> str:
@@ -218,20 +275,31 @@ def _machine_state() -> str:
 
 
 def main(argv=None) -> int:
+    global CHUNK_MIB, OBJECTIVE
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--n", type=int, nargs="*", default=[4096, 8192])
     p.add_argument("--h", type=int, default=1024)
     p.add_argument("--v", type=int, nargs="*", default=[32000, 128256])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--variants", nargs="*", default=["dense", "fused", "two_pass", "vp2"])
+    p.add_argument("--variants", nargs="*", default=["dense", "fused", "two_pass", "vp2"],
+                   help=f"of dense fused two_pass vp2 vp4 {' '.join(PEERS)}")
+    p.add_argument("--objective", default=OBJECTIVE, choices=["ua_clm", "clm"],
+                   help="the loss every variant computes; the peers compute clm only")
     p.add_argument("--chunk-mib", type=float, default=None,
                    help="single-pass chunk budget (objective.chunk_mib; default 64)")
     p.add_argument("--out", default=".bench/loss_memory.md")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    global CHUNK_MIB
-    CHUNK_MIB = args.chunk_mib
+    CHUNK_MIB, OBJECTIVE = args.chunk_mib, args.objective
+    peers = [v for v in args.variants if v in PEERS]
+    if peers and args.objective != "clm":
+        p.error(f"--variants {' '.join(peers)}: the peers compute plain cross-entropy; "
+                "use --objective clm")
+    unknown = [v for v in args.variants
+               if v not in SINGLE_PROCESS and not (v.startswith("vp") and v[2:].isdigit())]
+    if unknown:
+        p.error(f"--variants: unknown {' '.join(unknown)}")
     if args.worker:
         (args.n,), (args.v,) = args.n, args.v  # a worker measures one setting
         print(json.dumps(run_worker(args)))
@@ -239,14 +307,14 @@ def main(argv=None) -> int:
 
     mib = 2**20
     lines = [
-        f"Loss forward+backward ({OBJECTIVE}, frozen head, {args.dtype}), H={args.h}, median of "
-        f"{args.repeats} alternating repeats after a warm-up; single-pass chunk "
+        f"Loss forward+backward ({args.objective}, frozen head, {args.dtype}), H={args.h}, "
+        f"median of {args.repeats} alternating repeats after a warm-up; single-pass chunk "
         f"{args.chunk_mib or 64:g} MiB.",
         f"Before: {_machine_state()}.",
         "",
         "| N | V | variant | inputs/rank (MiB) | peak above inputs (MiB) | vs dense | "
-        "median time (s) | vs dense |",
-        "|---|---|---|---|---|---|---|---|",
+        "median time (s) | vs dense | loss |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for n in args.n:
         for v in args.v:
@@ -280,13 +348,13 @@ def _one_setting(args, n: int, v: int, mib: int) -> list[str]:
     rows = []
     for variant, r in results.items():
         if "error" in r:
-            rows.append(f"| {n} | {v} | {variant} | | {r['error']} | | | |")
+            rows.append(f"| {n} | {v} | {variant} | | {r['error']} | | | | |")
             continue
         mem_ratio = f"{dense['peak'] / r['peak']:.1f}x less" if "peak" in dense else ""
         time_ratio = f"{r['seconds'] / dense['seconds']:.2f}x" if "seconds" in dense else ""
         rows.append(
             f"| {n} | {v} | {variant} | {r['inputs'] / mib:.0f} | {r['peak'] / mib:.0f} | "
-            f"{mem_ratio} | {r['seconds']:.2f} | {time_ratio} |"
+            f"{mem_ratio} | {r['seconds']:.2f} | {time_ratio} | {r['loss']:.6f} |"
         )
     return rows
 
