@@ -446,8 +446,9 @@ class FakeJobs:
     """Ray's JobSubmissionClient: a job runs for one poll, then its cell is finished (or, for
     ids in ``fail``, the job fails without a word from the cell)."""
 
-    def __init__(self, spec, fail=()):
-        self.spec, self.fail = spec, set(fail)
+    def __init__(self, spec, fail=(), unknown=(), interrupt_at_poll=None):
+        self.spec, self.fail, self.unknown = spec, set(fail), set(unknown)
+        self.interrupt_at_poll = interrupt_at_poll  # Ctrl-C while this many polls are done
         self.submitted: list[dict] = []
         self.polls: dict[str, int] = {}
 
@@ -459,6 +460,11 @@ class FakeJobs:
         self.submitted.append(kwargs)
 
     def get_job_status(self, handle):
+        if handle in self.unknown:
+            raise RuntimeError(f"Job {handle} does not exist")
+        if self.interrupt_at_poll is not None and sum(self.polls.values()) >= \
+                self.interrupt_at_poll:  # fmt: skip
+            raise KeyboardInterrupt
         self.polls[handle] = self.polls.get(handle, 0) + 1
         if self.polls[handle] == 1:
             return "RUNNING"
@@ -493,6 +499,54 @@ def test_ray_jobs_one_at_a_time_with_the_code_only_working_dir(tmp_path, capsys)
     assert all(jobs.polls[j["submission_id"]] >= 2 for j in jobs.submitted)
     status = json.loads(cell_paths(spec, checks[1].cell).status_file.read_text())
     assert "Ray job status FAILED" in status["reason"]
+    # every cell names its job, recorded before the job was submitted
+    for check, job in zip(checks, jobs.submitted, strict=True):
+        status = json.loads(cell_paths(spec, check.cell).status_file.read_text())
+        assert status["ray_job"] == job["submission_id"], check.cell.id
+
+
+def _queued_as(spec, cell, job: str) -> None:
+    paths = cell_paths(spec, cell)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.status_file.write_text(json.dumps({"cell": cell.id, "state": "queued", "ray_job": job}))
+
+
+def test_a_rerun_watches_the_jobs_still_on_the_cluster_and_submits_only_the_rest(tmp_path,
+                                                                                 capsys):
+    from uaclm_dist.sweep.ray_backend import run_on_ray
+    from uaclm_dist.sweep.validate import check_cells
+
+    spec = load_spec(grid_spec(tmp_path))
+    checks = check_cells(spec, expand_cells(spec))[:3]
+    running, forgotten = f"uaclm-sweep-{checks[0].cell.id}-old", f"x-{checks[1].cell.id}"
+    _queued_as(spec, checks[0].cell, running)    # its job is still running on the cluster
+    _queued_as(spec, checks[1].cell, forgotten)  # the cluster no longer knows its job
+    jobs = FakeJobs(spec, unknown={forgotten})
+    progress = run_on_ray(spec, checks, address="http://head:8265", max_parallel=1,
+                          out=sys.stdout, client_factory=jobs, poll_s=0)  # fmt: skip
+    assert (progress.done, progress.failed) == (3, 0)
+    assert [j["metadata"]["cell"] for j in jobs.submitted] == [c.cell.id for c in checks[1:]]
+    out = capsys.readouterr().out
+    assert f"{checks[0].cell.id}: still on the cluster as Ray job {running}" in out
+
+
+def test_ctrl_c_leaves_the_submitted_jobs_running_and_says_which(tmp_path, capsys):
+    from uaclm_dist.sweep.ray_backend import run_on_ray
+    from uaclm_dist.sweep.validate import check_cells
+
+    spec = load_spec(grid_spec(tmp_path))
+    checks = check_cells(spec, expand_cells(spec))[:2]
+    jobs = FakeJobs(spec, interrupt_at_poll=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_on_ray(spec, checks, address="http://head:8265", max_parallel=2, out=sys.stdout,
+                   client_factory=jobs, poll_s=0)  # fmt: skip
+    handles = [j["submission_id"] for j in jobs.submitted]
+    assert len(handles) == 2
+    out = capsys.readouterr().out
+    assert "2 Ray job(s) keep running on the cluster" in out and all(h in out for h in handles)
+    for check, handle in zip(checks, handles, strict=True):  # a rerun will find them
+        status = json.loads(cell_paths(spec, check.cell).status_file.read_text())
+        assert status["state"] == "queued" and status["ray_job"] == handle
 
 
 # ----------------------------------------------------------------------------------- run

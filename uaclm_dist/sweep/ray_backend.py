@@ -11,6 +11,11 @@ evaluation it starts join the cluster through the job (``RAY_ADDRESS``). At most
 ``--max-parallel`` jobs (default 1) are queued or running at once; the next is submitted as one
 ends, so cells do not compete for the cluster's CPUs / GPUs.
 
+Each cell's job is recorded in its status.json (``ray_job``, state ``queued``) before it is
+submitted. This process is the queue: stopped (Ctrl-C), it leaves the jobs already on the
+cluster running and says which; ``sweep run`` again watches those (a cell whose recorded job is
+still pending or running is never submitted twice) and submits the rest.
+
 The job runs in a temporary copy of the repository, so the results must go to storage the
 driver and every node see at the same path: the spec's ``output_dir`` must be absolute (exit 2
 otherwise), and a spec outside the repository must be on that storage too (a spec inside it
@@ -32,6 +37,7 @@ from uaclm_dist.config import REPO_ROOT, ConfigError
 from uaclm_dist.sweep.layout import cell_paths
 from uaclm_dist.sweep.remote import RemoteCell, watch_cells
 from uaclm_dist.sweep.spec import SweepSpec
+from uaclm_dist.sweep.status import QUEUED, RUNNING, read_status, write_status
 from uaclm_dist.sweep.validate import CellCheck
 
 __all__ = ["JOB_EXCLUDES", "check_ray_spec", "job_runtime_env", "run_on_ray"]
@@ -86,16 +92,32 @@ class _JobQueue:
         return {h for h in self.submitted
                 if self.last_status.get(h, "PENDING") in ACTIVE_STATES}  # fmt: skip
 
+    def watch_earlier(self, cells: list[RemoteCell]) -> None:
+        """Jobs of an earlier run (pending or running): watched, not submitted again."""
+        for cell in cells:
+            self.submitted.add(cell.handle)
+            print(f"[sweep] {cell.check.cell.id}: still on the cluster as Ray job "
+                  f"{cell.handle}, not submitted again", file=self.out, flush=True)  # fmt: skip
+
     def _submit_next(self) -> None:
         in_flight = self._in_flight()
         while self.waiting and len(in_flight) < self.max_parallel:
             cell = self.waiting.pop(0)
             entrypoint = (f"{self.job_python} -m uaclm_dist.cli sweep run {self.spec_arg} "
                           f"--backend local --only {cell.check.cell.id}")  # fmt: skip
-            self.client.submit_job(entrypoint=entrypoint, submission_id=cell.handle,
-                                   runtime_env=job_runtime_env(),
-                                   metadata={"uaclm_sweep": self.spec.name,
-                                             "cell": cell.check.cell.id})  # fmt: skip
+            before = read_status(cell.paths)
+            # recorded first: the job's own run keeps the name, a rerun finds the job
+            write_status(cell.paths, {**before, "cell": cell.check.cell.id,
+                                      "label": cell.check.cell.label, "state": QUEUED,
+                                      "ray_job": cell.handle, "reason": None})  # fmt: skip
+            try:
+                self.client.submit_job(entrypoint=entrypoint, submission_id=cell.handle,
+                                       runtime_env=job_runtime_env(),
+                                       metadata={"uaclm_sweep": self.spec.name,
+                                                 "cell": cell.check.cell.id})  # fmt: skip
+            except BaseException:
+                write_status(cell.paths, before)  # never submitted: as it was
+                raise
             self.submitted.add(cell.handle)
             in_flight.add(cell.handle)
             print(f"[sweep] submitted {cell.handle} ({cell.check.cell.label})", file=self.out,
@@ -109,6 +131,15 @@ class _JobQueue:
             self.last_status[handle] = getattr(status, "value", str(status))
         self._submit_next()
         return self._in_flight() | {c.handle for c in self.waiting}
+
+    def job_state(self, handle: str) -> str | None:
+        """The job's status (``PENDING``, ``RUNNING``, ``SUCCEEDED``, ...); None if the cluster
+        does not know it (another cluster, or its job table was lost)."""
+        try:
+            status = self.client.get_job_status(handle)
+        except Exception:  # noqa: BLE001 - the client raises RuntimeError or HTTP errors alike
+            return None
+        return getattr(status, "value", str(status))
 
     def why_gone(self, cell: RemoteCell) -> str:
         status = self.last_status.get(cell.handle)
@@ -132,6 +163,35 @@ def run_on_ray(spec: SweepSpec, checks: list[CellCheck], *, address: str, max_pa
     cells = [RemoteCell(c, cell_paths(spec, c.cell),
                         f"uaclm-sweep-{c.cell.id}-{stamp}-{uuid.uuid4().hex[:4]}")
              for c in checks]  # fmt: skip
-    queue = _JobQueue(client, spec, spec_arg, cells, max_parallel, job_python, out)
-    return watch_cells(spec, cells, active=queue.active, why_gone=queue.why_gone, out=out,
-                       poll_s=poll_s)
+    queue = _JobQueue(client, spec, spec_arg, [], max_parallel, job_python, out)
+    earlier = _still_on_cluster(spec, checks, queue)
+    queue.watch_earlier(earlier)
+    skip = {c.check.cell.id for c in earlier}
+    queue.waiting = [c for c in cells if c.check.cell.id not in skip]
+    try:
+        return watch_cells(spec, earlier + queue.waiting, active=queue.active,
+                           why_gone=queue.why_gone, out=out, poll_s=poll_s)  # fmt: skip
+    except KeyboardInterrupt:
+        left = sorted(queue._in_flight())
+        if left:
+            print(f"[sweep] interrupted: {len(left)} Ray job(s) keep running on the cluster "
+                  f"({', '.join(left)}); `uaclm sweep run` again watches them and submits the "
+                  "rest; `ray job stop ID` stops one", file=out, flush=True)  # fmt: skip
+        raise
+
+
+def _still_on_cluster(spec: SweepSpec, checks: list[CellCheck],
+                      queue: _JobQueue) -> list[RemoteCell]:  # fmt: skip
+    """Cells whose job from an earlier ``sweep run --backend ray`` (status.json ``ray_job``) is
+    still pending or running on the cluster."""
+    earlier = []
+    for check in checks:
+        paths = cell_paths(spec, check.cell)
+        status = read_status(paths)
+        handle = status.get("ray_job")
+        if handle and status.get("state") in (QUEUED, RUNNING):
+            state = queue.job_state(handle)
+            if state in ACTIVE_STATES:
+                queue.last_status[handle] = state
+                earlier.append(RemoteCell(check, paths, handle))
+    return earlier

@@ -26,6 +26,7 @@ from uaclm_dist.sweep.status import (
     FAILED,
     INTERRUPTED,
     RUNNING,
+    SCHEDULER_KEYS,
     now_iso,
     read_status,
     write_status,
@@ -68,8 +69,9 @@ class _CellRun:
             "attempt": int(previous.get("attempt", 0)) + 1, "started": now_iso(),
             "finished": None, "durations_s": {}, "commands": {},
         }  # fmt: skip
-        if previous.get("slurm_task"):  # run as a Slurm array task: keep the task's name
-            self.status["slurm_task"] = previous["slurm_task"]
+        for key in SCHEDULER_KEYS:  # run as a Slurm task / Ray job: keep its name
+            if previous.get(key):
+                self.status[key] = previous[key]
 
     def _save(self, **changes: Any) -> None:
         self.status.update(changes)

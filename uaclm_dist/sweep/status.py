@@ -5,6 +5,7 @@
       "label": "objective.name=clm,data.loss_on=all,seed=0",
       "state": "done" | "failed" | "queued" | "running" | "interrupted",
       "slurm_task": "1234_0",                 # --backend slurm: the array task of the cell
+      "ray_job": "uaclm-sweep-...",           # --backend ray: the cell's job (submission id)
       "phase": "train" | "eval" | null,      # the phase running, or the one that failed
       "reason": "uaclm train exited with status 1" | null,
       "returncode": 1 | null,
@@ -31,11 +32,13 @@ from typing import Any
 
 from uaclm_dist.sweep.layout import CellPaths, read_json
 
-__all__ = ["DONE", "FAILED", "INTERRUPTED", "PENDING", "QUEUED", "RUNNING", "cell_state", "now_iso",
-           "read_status", "write_status"]  # fmt: skip
+__all__ = ["DONE", "FAILED", "INTERRUPTED", "PENDING", "QUEUED", "RUNNING", "SCHEDULER_KEYS",
+           "cell_state", "now_iso", "read_status", "write_status"]  # fmt: skip
 
 PENDING = "pending"
-QUEUED = "queued"  # handed to a scheduler (Slurm), not started yet
+QUEUED = "queued"  # handed to a scheduler (Slurm, Ray Jobs), not started yet
+#: status.json keys naming the scheduler's task / job of a cell (kept by the cell's own run)
+SCHEDULER_KEYS = ("slurm_task", "ray_job")
 RUNNING = "running"
 DONE = "done"
 FAILED = "failed"
