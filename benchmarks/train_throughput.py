@@ -75,7 +75,8 @@ def hf_trainer_run(steps: int, warmup: int) -> dict:
             output_dir=tmp, per_device_train_batch_size=4,
             gradient_accumulation_steps=GLOBAL_BATCH // 4, max_steps=steps,
             learning_rate=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-            warmup_ratio=cfg.optim.warmup_ratio, lr_scheduler_type="linear",
+            # transformers 5: a float warmup_steps in [0, 1) is the ratio (warmup_ratio is gone)
+            warmup_steps=float(cfg.optim.warmup_ratio), lr_scheduler_type="linear",
             logging_steps=10**6, save_strategy="no", report_to=[], use_cpu=True,
             dataloader_num_workers=0, remove_unused_columns=False, seed=cfg.optim.seed,
         )  # fmt: skip
@@ -92,7 +93,10 @@ def uaclm_run(workers: int, steps: int, warmup: int, out: Path) -> dict:
             f"optim.max_steps={steps}", f"distributed.num_workers={workers}",
             f"optim.grad_accumulation={GLOBAL_BATCH // 4 // workers}",
             f"logging.log_every_steps={warmup}", f"logging.output_dir={out}"]  # fmt: skip
-    subprocess.run(args, cwd=REPO, check=True, capture_output=True, text=True)
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"uaclm train with {workers} worker(s) failed (exit {proc.returncode}):\n"
+                 f"{proc.stderr[-4000:]}")
     tp = json.loads((out / "summary.json").read_text())["throughput"]
     return {"tokens_per_s": tp["tokens_per_s"], "step_seconds": tp["step_seconds"],
             "peak_rss_mib": tp["peak_memory_mb_max"], "mfu": tp["mfu"],
@@ -118,8 +122,11 @@ def main(argv=None) -> int:
                                                     Path(tmp) / f"w{workers}")  # fmt: skip
     # in a child process: the Trainer's threads and peak RSS must not mix with this one's
     proc = subprocess.run([sys.executable, __file__, "--hf-child", "--steps", str(args.steps),
-                           "--warmup", str(args.warmup)], cwd=REPO, check=True,
-                          capture_output=True, text=True)  # fmt: skip
+                           "--warmup", str(args.warmup)], cwd=REPO, capture_output=True,
+                          text=True)  # fmt: skip
+    if proc.returncode != 0:
+        sys.exit(f"the Hugging Face Trainer run failed (exit {proc.returncode}):\n"
+                 f"{proc.stderr[-4000:]}")
     results["hf_trainer"] = json.loads(proc.stdout.strip().splitlines()[-1])
     base = results["uaclm_1"]["tokens_per_s"]
     lines = [f"commit {commit}, {platform.machine()} {os.cpu_count()} CPUs, {args.steps} steps "
