@@ -801,6 +801,29 @@ output_dir: %s
     assert "## Compute" in md and "800.0 (800.0)" in md and "8,000,000 (80,000)" in md
 
 
+def test_plot_lines_ignore_keys_zipped_with_the_model_and_ticks_name_the_sizes():
+    """A key zipped with the model (each model its own prompt template) moves along the x axis:
+    one line per objective across both models, not one line per (template, objective)."""
+    from uaclm_dist.sweep.collect import Collected
+    from uaclm_dist.sweep.plots import _params_label, _series_keys
+
+    frame = pd.DataFrame({
+        "model.name_or_path": ["a", "a", "b", "b"], "data.prompt_template": ["chat", "chat",
+                                                                              "paper", "paper"],
+        "objective.name": ["clm", "ua_clm", "clm", "ua_clm"],
+        "optim.lr": [1e-4, 1e-4, 1e-4, 1e-4]})  # fmt: skip
+    axes = ["model.name_or_path", "data.prompt_template", "objective.name", "optim.lr"]
+    collected = Collected(frame=frame, axis_columns=axes, scores=["te"])
+    assert _series_keys(collected, frame) == ["objective.name"]
+    assert _series_keys(collected, frame, without=("objective.name",)) == []
+    # without a model axis nothing is tied to it
+    no_model = Collected(frame=frame, axis_columns=axes[1:], scores=["te"])
+    assert _series_keys(no_model, frame) == ["data.prompt_template", "objective.name",
+                                             "optim.lr"]  # fmt: skip
+    assert [_params_label(n) for n in (135e6, 273_185_408, 1.54e9, 3000, 12)] == \
+        ["135M", "273M", "1.54B", "3K", "12"]
+
+
 def test_collect_lists_cells_never_run(tmp_path, capsys):
     spec_path = grid_spec(tmp_path)
     code, _, _ = run_cli(capsys, "sweep", "collect", spec_path)

@@ -11,10 +11,11 @@
   class counts of the smallest cell beside each point.
 
 A *series* (one line) is one combination of the axis values other than the model's own keys
-(``model.*``: those are what moves along the x axis) and, for ``scaling.png``, other than the
-worker count. Over seeds a point is the mean; its bar spans the lowest low to the highest high
-of the seeds' intervals. Each plot is written only when the table has what it needs; the
-function returns the paths written.
+(``model.*``: those are what moves along the x axis), the keys that change only with the model
+(zipped with it, e.g. each model's prompt template) and, for ``scaling.png``, the worker count.
+Over seeds a point is the mean; its bar spans the lowest low to the highest high of the seeds'
+intervals. Each plot is written only when the table has what it needs; the function returns
+the paths written.
 """
 
 from __future__ import annotations
@@ -35,9 +36,20 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17
 MARKERS = "osD^v<>"
 
 
-def _series_keys(collected: Collected, without: tuple[str, ...] = ()) -> list[str]:
-    return [k for k in collected.axis_columns
-            if not k.startswith("model.") and k not in without]  # fmt: skip
+def _series_keys(collected: Collected, frame: pd.DataFrame,
+                 without: tuple[str, ...] = ()) -> list[str]:  # fmt: skip
+    """The axis keys that tell the lines of ``frame`` apart: not the model's, not ``without``,
+    and not one with a single value per model (it moves along the x axis with the model)."""
+    model_keys = [k for k in collected.axis_columns if k.startswith("model.") and k in frame]
+    keys = []
+    for k in collected.axis_columns:
+        if k.startswith("model.") or k in without or k not in frame:
+            continue
+        if model_keys and frame.groupby(model_keys, dropna=False)[k].nunique(
+                dropna=False).max() <= 1:  # fmt: skip
+            continue
+        keys.append(k)
+    return keys
 
 
 def _label(keys: list[str], values: tuple) -> str:
@@ -67,8 +79,28 @@ def _by_size(group: pd.DataFrame, column: str) -> pd.DataFrame:
     return values.groupby("params_total", sort=True)["_y"].mean().dropna().reset_index()
 
 
-def _size_axis(ax, ylabel: str, log_y: bool = False) -> None:
+def _params_label(n: float, _pos=None) -> str:
+    """``135M``, ``1.5B``: a parameter count for a tick."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+#: at most this many sizes get a tick each (more: log-scale decades)
+MAX_SIZE_TICKS = 8
+
+
+def _size_axis(ax, ylabel: str, sizes, log_y: bool = False) -> None:
+    """Log x axis of total parameters, ticked at the sizes of the cells (``135M``, ``273M``)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
     ax.set_xscale("log")
+    sizes = sorted({float(x) for x in pd.to_numeric(pd.Series(sizes), errors="coerce").dropna()})
+    if 0 < len(sizes) <= MAX_SIZE_TICKS:
+        ax.xaxis.set_major_locator(FixedLocator(sizes))
+    ax.xaxis.set_major_formatter(FuncFormatter(_params_label))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     if log_y:
         ax.set_yscale("log")
     ax.set(xlabel="total parameters", ylabel=ylabel)
@@ -84,7 +116,7 @@ def plot_throughput(collected: Collected, path: Path) -> Path | None:
     cells = _trained_cells(collected)
     if cells.empty:
         return None
-    keys = _series_keys(collected)
+    keys = _series_keys(collected, cells)
     fig = Figure(figsize=(10, 4), layout="constrained")
     ax_tps, ax_mfu = fig.subplots(1, 2)
     fig.suptitle("Training throughput vs model size")
@@ -95,8 +127,8 @@ def plot_throughput(collected: Collected, path: Path) -> Path | None:
         ax_tps.plot(tps["params_total"], tps["_y"], **style)
         mfu = _by_size(group, "mfu")
         ax_mfu.plot(mfu["params_total"], 100 * mfu["_y"], **style)
-    _size_axis(ax_tps, "tokens / s (all workers)", log_y=True)
-    _size_axis(ax_mfu, "MFU (%)")
+    _size_axis(ax_tps, "tokens / s (all workers)", cells["params_total"], log_y=True)
+    _size_axis(ax_mfu, "MFU (%)", cells["params_total"])
     ax_tps.legend(fontsize=8)
     return _save(fig, path)
 
@@ -105,7 +137,7 @@ def plot_memory(collected: Collected, path: Path) -> Path | None:
     cells = _trained_cells(collected)
     if cells.empty or cells["peak_memory_mb_max"].isna().all():
         return None
-    keys = _series_keys(collected)
+    keys = _series_keys(collected, cells)
     fig = Figure(figsize=(5.5, 4), layout="constrained")
     ax = fig.subplots()
     ax.set_title("Peak memory of the busiest worker")
@@ -113,7 +145,7 @@ def plot_memory(collected: Collected, path: Path) -> Path | None:
         mem = _by_size(group, "peak_memory_mb_max")
         ax.plot(mem["params_total"], mem["_y"], color=COLORS[i % len(COLORS)],
                 marker=MARKERS[i % len(MARKERS)], label=_label(keys, values))  # fmt: skip
-    _size_axis(ax, "peak memory (MiB)")
+    _size_axis(ax, "peak memory (MiB)", cells["params_total"])
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -122,7 +154,7 @@ def plot_scaling(collected: Collected, path: Path) -> Path | None:
     cells = _trained_cells(collected)
     if WORKERS_KEY not in collected.axis_columns or cells[WORKERS_KEY].nunique() < 2:
         return None
-    keys = [*_series_keys(collected, without=(WORKERS_KEY,)), "params_total"]
+    keys = [*_series_keys(collected, cells, without=(WORKERS_KEY,)), "params_total"]
     fig = Figure(figsize=(5.5, 4), layout="constrained")
     ax = fig.subplots()
     ax.set_title("Scaling efficiency (1 = linear)")
@@ -170,7 +202,7 @@ def plot_quality(collected: Collected, path: Path) -> Path | None:
                                                           errors="coerce").notna()]  # fmt: skip
     if rows.empty:
         return None
-    keys = [*_series_keys(collected), "method"]
+    keys = [*_series_keys(collected, rows), "method"]
     panels = [("accuracy", "accuracy")] + [
         (f"auroc_{s}", f"AUROC: {SCORES.get(s).label if s in SCORES else s}")
         for s in collected.scores if f"auroc_{s}" in rows]  # fmt: skip
@@ -197,7 +229,7 @@ def plot_quality(collected: Collected, path: Path) -> Path | None:
         if column.startswith("auroc"):
             ax.axhline(0.5, ls=":", color="grey")
         ax.set_title(title)
-        _size_axis(ax, title.split(":")[0])
+        _size_axis(ax, title.split(":")[0], rows["params_total"])
     axes[0].legend(fontsize=7)
     return _save(fig, path)
 
