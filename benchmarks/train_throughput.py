@@ -8,15 +8,22 @@ script:
 - ``uaclm_1``: ``uaclm train`` through Ray Train + DeepSpeed ZeRO-2 with 1 worker;
 - ``uaclm_2``: the same with 2 workers (the global batch kept: accumulation halved).
 
+Every run gets the machine's cores: the Trainer's torch threads, and for ours
+``distributed.cpus_per_worker`` = cores / workers (Ray gives a worker as many threads as CPUs).
+With Ray's default of 1 CPU a single worker would use one core of two, and the ratio would
+measure cores, not orchestration.
+
 Objective ``clm`` everywhere (the only one the Trainer has); model: the demo's SmolLM2-135M
 with NF4 QLoRA (rank 32) in float32 compute (bf16 GEMMs are emulated on CPUs without bf16
 units, see configs/demo.yaml), 8 sequences per optimizer step. Tokens/s counts real (unpadded)
 tokens over the steps after the first ``--warmup`` (start-up excluded in all three); peak
 memory is each training process's peak RSS (the Trainer's process; the busiest Ray worker).
-The ratio ``hf_trainer / uaclm_1`` is the cost (or gain) of our orchestration on one worker.
+The ratio ``uaclm_1 / hf_trainer`` (same cores, one process each) is the cost (or gain) of our
+orchestration on one worker.
 
     python benchmarks/train_throughput.py                  # 40 steps each
     python benchmarks/train_throughput.py --steps 20 --warmup 5
+    python benchmarks/train_throughput.py --runs uaclm_1          # one of the three
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ CONFIG = REPO / "configs" / "demo.yaml"
 COMMON = ["objective.name=clm", "optim.micro_batch_size=4", "logging.probe_examples=0",
           "logging.wandb_mode=disabled"]  # fmt: skip
 GLOBAL_BATCH = 8
+RUNS = ("uaclm_1", "uaclm_2", "hf_trainer")
 
 
 def hf_trainer_run(steps: int, warmup: int) -> dict:
@@ -88,10 +96,16 @@ def hf_trainer_run(steps: int, warmup: int) -> dict:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
 
 
+def cpus_per_worker(workers: int) -> int:
+    """The machine's cores shared among ``workers`` (at least 1 each)."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def uaclm_run(workers: int, steps: int, warmup: int, out: Path) -> dict:
     args = [sys.executable, "-m", "uaclm_dist.cli", "train", str(CONFIG), *COMMON,
             f"optim.max_steps={steps}", f"distributed.num_workers={workers}",
             f"optim.grad_accumulation={GLOBAL_BATCH // 4 // workers}",
+            f"distributed.cpus_per_worker={cpus_per_worker(workers)}",
             f"logging.log_every_steps={warmup}", f"logging.output_dir={out}"]  # fmt: skip
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -108,6 +122,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--out", default=".bench/train_throughput.json")
+    p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS),
+                   help="which runs (default: all three)")
     p.add_argument("--hf-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.hf_child:
@@ -118,24 +134,29 @@ def main(argv=None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="uaclm-tp-") as tmp:
         for workers in (1, 2):
-            results[f"uaclm_{workers}"] = uaclm_run(workers, args.steps, args.warmup,
-                                                    Path(tmp) / f"w{workers}")  # fmt: skip
-    # in a child process: the Trainer's threads and peak RSS must not mix with this one's
-    proc = subprocess.run([sys.executable, __file__, "--hf-child", "--steps", str(args.steps),
-                           "--warmup", str(args.warmup)], cwd=REPO, capture_output=True,
-                          text=True)  # fmt: skip
-    if proc.returncode != 0:
-        sys.exit(f"the Hugging Face Trainer run failed (exit {proc.returncode}):\n"
-                 f"{proc.stderr[-4000:]}")
-    results["hf_trainer"] = json.loads(proc.stdout.strip().splitlines()[-1])
-    base = results["uaclm_1"]["tokens_per_s"]
+            if f"uaclm_{workers}" in args.runs:
+                results[f"uaclm_{workers}"] = {
+                    **uaclm_run(workers, args.steps, args.warmup, Path(tmp) / f"w{workers}"),
+                    "cpus": workers * cpus_per_worker(workers)}  # fmt: skip
+    if "hf_trainer" in args.runs:
+        # in a child process: the Trainer's threads and peak RSS must not mix with this one's
+        proc = subprocess.run([sys.executable, __file__, "--hf-child", "--steps",
+                               str(args.steps), "--warmup", str(args.warmup)], cwd=REPO,
+                              capture_output=True, text=True)  # fmt: skip
+        if proc.returncode != 0:
+            sys.exit(f"the Hugging Face Trainer run failed (exit {proc.returncode}):\n"
+                     f"{proc.stderr[-4000:]}")
+        results["hf_trainer"] = {**json.loads(proc.stdout.strip().splitlines()[-1]),
+                                 "cpus": os.cpu_count()}  # fmt: skip
+    base = results.get("hf_trainer", {}).get("tokens_per_s")
     lines = [f"commit {commit}, {platform.machine()} {os.cpu_count()} CPUs, {args.steps} steps "
              f"({args.warmup} warm-up), global batch {GLOBAL_BATCH}", "",
-             "| run | tokens/s | s/step | peak RSS MiB | tokens/s vs uaclm 1 worker |",
-             "|---|---|---|---|---|"]  # fmt: skip
+             "| run | CPUs | tokens/s | s/step | peak RSS MiB | tokens/s vs HF Trainer |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     for name, r in results.items():
-        lines.append(f"| {name} | {r['tokens_per_s']:.1f} | {r['step_seconds']:.2f} | "
-                     f"{r['peak_rss_mib']:.0f} | {r['tokens_per_s'] / base:.2f}x |")
+        ratio = f"{r['tokens_per_s'] / base:.2f}x" if base else ""
+        lines.append(f"| {name} | {r['cpus']} | {r['tokens_per_s']:.1f} | "
+                     f"{r['step_seconds']:.2f} | {r['peak_rss_mib']:.0f} | {ratio} |")
     text = "\n".join(lines)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
