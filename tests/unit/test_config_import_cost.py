@@ -10,6 +10,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def run_python(code: str) -> str:
+    """What ``python -c code`` prints, run from the repository root in a fresh interpreter."""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    return proc.stdout.strip()
+
+
 def test_loading_a_config_imports_neither_torch_nor_transformers_nor_ray():
     code = (
         "import sys; from uaclm_dist.config import load_config; "
@@ -17,9 +24,7 @@ def test_loading_a_config_imports_neither_torch_nor_transformers_nor_ray():
         "assert cfg.model.family == 'causal_lm'; "
         "print(sorted(m for m in ('torch', 'transformers', 'ray') if m in sys.modules))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          check=True)  # fmt: skip
-    assert proc.stdout.strip() == "[]", proc.stdout
+    assert run_python(code) == "[]"
 
 
 def test_the_training_driver_imports_no_model_code_deepspeed_or_peft():
@@ -30,6 +35,4 @@ def test_the_training_driver_imports_no_model_code_deepspeed_or_peft():
         "print(sorted(m for m in ('uaclm_dist.train.worker', 'transformers.modeling_utils', "
         "'deepspeed', 'peft') if m in sys.modules))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          check=True)  # fmt: skip
-    assert proc.stdout.strip() == "[]", proc.stdout
+    assert run_python(code) == "[]"

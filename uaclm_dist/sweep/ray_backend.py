@@ -35,9 +35,9 @@ import yaml
 
 from uaclm_dist.config import REPO_ROOT, ConfigError
 from uaclm_dist.sweep.layout import cell_paths
-from uaclm_dist.sweep.remote import RemoteCell, watch_cells
+from uaclm_dist.sweep.remote import RemoteCell, mark_queued, recorded_in_flight, watch_cells
 from uaclm_dist.sweep.spec import SweepSpec
-from uaclm_dist.sweep.status import QUEUED, RUNNING, read_status, write_status
+from uaclm_dist.sweep.status import write_status
 from uaclm_dist.sweep.validate import CellCheck
 
 __all__ = ["JOB_EXCLUDES", "check_ray_spec", "job_runtime_env", "run_on_ray"]
@@ -92,10 +92,12 @@ class _JobQueue:
         return {h for h in self.submitted
                 if self.last_status.get(h, "PENDING") in ACTIVE_STATES}  # fmt: skip
 
-    def watch_earlier(self, cells: list[RemoteCell]) -> None:
-        """Jobs of an earlier run (pending or running): watched, not submitted again."""
-        for cell in cells:
+    def watch_earlier(self, earlier: list[tuple[RemoteCell, str]]) -> None:
+        """Jobs of an earlier run, with their state (pending or running): watched, not
+        submitted again."""
+        for cell, state in earlier:
             self.submitted.add(cell.handle)
+            self.last_status[cell.handle] = state
             print(f"[sweep] {cell.check.cell.id}: still on the cluster as Ray job "
                   f"{cell.handle}, not submitted again", file=self.out, flush=True)  # fmt: skip
 
@@ -105,11 +107,8 @@ class _JobQueue:
             cell = self.waiting.pop(0)
             entrypoint = (f"{self.job_python} -m uaclm_dist.cli sweep run {self.spec_arg} "
                           f"--backend local --only {cell.check.cell.id}")  # fmt: skip
-            before = read_status(cell.paths)
             # recorded first: the job's own run keeps the name, a rerun finds the job
-            write_status(cell.paths, {**before, "cell": cell.check.cell.id,
-                                      "label": cell.check.cell.label, "state": QUEUED,
-                                      "ray_job": cell.handle, "reason": None})  # fmt: skip
+            before = mark_queued(cell, "ray_job")
             try:
                 self.client.submit_job(entrypoint=entrypoint, submission_id=cell.handle,
                                        runtime_env=job_runtime_env(),
@@ -131,15 +130,6 @@ class _JobQueue:
             self.last_status[handle] = getattr(status, "value", str(status))
         self._submit_next()
         return self._in_flight() | {c.handle for c in self.waiting}
-
-    def job_state(self, handle: str) -> str | None:
-        """The job's status (``PENDING``, ``RUNNING``, ``SUCCEEDED``, ...); None if the cluster
-        does not know it (another cluster, or its job table was lost)."""
-        try:
-            status = self.client.get_job_status(handle)
-        except Exception:  # noqa: BLE001 - the client raises RuntimeError or HTTP errors alike
-            return None
-        return getattr(status, "value", str(status))
 
     def why_gone(self, cell: RemoteCell) -> str:
         status = self.last_status.get(cell.handle)
@@ -163,14 +153,15 @@ def run_on_ray(spec: SweepSpec, checks: list[CellCheck], *, address: str, max_pa
     cells = [RemoteCell(c, cell_paths(spec, c.cell),
                         f"uaclm-sweep-{c.cell.id}-{stamp}-{uuid.uuid4().hex[:4]}")
              for c in checks]  # fmt: skip
-    queue = _JobQueue(client, spec, spec_arg, [], max_parallel, job_python, out)
-    earlier = _still_on_cluster(spec, checks, queue)
+    earlier = _still_on_cluster(spec, checks, client)
+    skip = {cell.check.cell.id for cell, _ in earlier}
+    queue = _JobQueue(client, spec, spec_arg, [c for c in cells if c.check.cell.id not in skip],
+                      max_parallel, job_python, out)  # fmt: skip
     queue.watch_earlier(earlier)
-    skip = {c.check.cell.id for c in earlier}
-    queue.waiting = [c for c in cells if c.check.cell.id not in skip]
     try:
-        return watch_cells(spec, earlier + queue.waiting, active=queue.active,
-                           why_gone=queue.why_gone, out=out, poll_s=poll_s)  # fmt: skip
+        return watch_cells(spec, [cell for cell, _ in earlier] + queue.waiting,
+                           active=queue.active, why_gone=queue.why_gone, out=out,
+                           poll_s=poll_s)  # fmt: skip
     except KeyboardInterrupt:
         left = sorted(queue._in_flight())
         if left:
@@ -180,18 +171,23 @@ def run_on_ray(spec: SweepSpec, checks: list[CellCheck], *, address: str, max_pa
         raise
 
 
+def _job_state(client, handle: str) -> str | None:
+    """The job's status (``PENDING``, ``RUNNING``, ``SUCCEEDED``, ...); None if the cluster does
+    not know it (another cluster, or its job table was lost)."""
+    try:
+        status = client.get_job_status(handle)
+    except Exception:  # noqa: BLE001 - the client raises RuntimeError or HTTP errors alike
+        return None
+    return getattr(status, "value", str(status))
+
+
 def _still_on_cluster(spec: SweepSpec, checks: list[CellCheck],
-                      queue: _JobQueue) -> list[RemoteCell]:  # fmt: skip
+                      client) -> list[tuple[RemoteCell, str]]:  # fmt: skip
     """Cells whose job from an earlier ``sweep run --backend ray`` (status.json ``ray_job``) is
-    still pending or running on the cluster."""
+    still pending or running on the cluster, with that state."""
     earlier = []
-    for check in checks:
-        paths = cell_paths(spec, check.cell)
-        status = read_status(paths)
-        handle = status.get("ray_job")
-        if handle and status.get("state") in (QUEUED, RUNNING):
-            state = queue.job_state(handle)
-            if state in ACTIVE_STATES:
-                queue.last_status[handle] = state
-                earlier.append(RemoteCell(check, paths, handle))
+    for check, paths, handle in recorded_in_flight(spec, checks, "ray_job"):
+        state = _job_state(client, handle)
+        if state in ACTIVE_STATES:
+            earlier.append((RemoteCell(check, paths, handle), state))
     return earlier

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from uaclm_dist.sweep.layout import CellPaths
+from uaclm_dist.sweep.layout import CellPaths, cell_paths
 from uaclm_dist.sweep.progress import Progress, format_duration
 from uaclm_dist.sweep.spec import SweepSpec
 from uaclm_dist.sweep.status import (
     DONE,
     FAILED,
+    QUEUED,
     RUNNING,
     cell_state,
     now_iso,
@@ -36,7 +37,7 @@ from uaclm_dist.sweep.status import (
 )
 from uaclm_dist.sweep.validate import CellCheck
 
-__all__ = ["RemoteCell", "watch_cells"]
+__all__ = ["RemoteCell", "mark_queued", "recorded_in_flight", "watch_cells"]
 
 
 @dataclass
@@ -56,6 +57,29 @@ class RemoteCell:
     handle: str
     log: Path | None = None
     settled: str | None = field(default=None, compare=False)
+
+
+def mark_queued(cell: RemoteCell, key: str) -> dict:
+    """status.json of ``cell``: queued as its task / job (``key``: ``slurm_task`` or
+    ``ray_job``), so that a rerun watches it instead of submitting it again. Returns the
+    status it had before."""
+    before = read_status(cell.paths)
+    write_status(cell.paths, {**before, "cell": cell.check.cell.id, "label": cell.check.cell.label,
+                              "state": QUEUED, key: cell.handle, "reason": None})  # fmt: skip
+    return before
+
+
+def recorded_in_flight(spec: SweepSpec, checks: list[CellCheck],
+                       key: str) -> list[tuple[CellCheck, CellPaths, str]]:  # fmt: skip
+    """The cells whose status.json names a task / job (``key``) and says queued or running,
+    with that name: submitted by an earlier ``sweep run``, perhaps still on the scheduler."""
+    found = []
+    for check in checks:
+        paths = cell_paths(spec, check.cell)
+        status = read_status(paths)
+        if status.get(key) and status.get("state") in (QUEUED, RUNNING):
+            found.append((check, paths, status[key]))
+    return found
 
 
 def _record_lost(cell: RemoteCell, why: str) -> None:

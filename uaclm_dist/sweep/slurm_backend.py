@@ -33,9 +33,8 @@ from typing import TextIO
 
 from uaclm_dist.config import REPO_ROOT, ConfigError
 from uaclm_dist.sweep.layout import cell_paths
-from uaclm_dist.sweep.remote import RemoteCell, watch_cells
+from uaclm_dist.sweep.remote import RemoteCell, mark_queued, recorded_in_flight, watch_cells
 from uaclm_dist.sweep.spec import SweepSpec
-from uaclm_dist.sweep.status import QUEUED, RUNNING, read_status, write_status
 from uaclm_dist.sweep.validate import CellCheck
 
 __all__ = ["SlurmQueue", "array_script", "group_by_resources", "run_on_slurm", "submit_arrays"]
@@ -106,15 +105,6 @@ def _release(job: str, run: Run) -> None:
                            f"{proc.stderr.strip()}; the array is held: release or scancel it")
 
 
-def _mark_queued(cells: list[RemoteCell]) -> None:
-    """status.json of each cell: queued as its task (``slurm_task``), so that a rerun watches
-    it instead of submitting it again."""
-    for cell in cells:
-        write_status(cell.paths, {**read_status(cell.paths), "cell": cell.check.cell.id,
-                                  "label": cell.check.cell.label, "state": QUEUED,
-                                  "slurm_task": cell.handle, "reason": None})  # fmt: skip
-
-
 def submit_arrays(spec: SweepSpec, checks: list[CellCheck], *, extra: list[str],
                   out: TextIO, run: Run = subprocess.run) -> list[RemoteCell]:  # fmt: skip
     """Write and submit one array per resource group; the cells with their task handles.
@@ -133,7 +123,8 @@ def submit_arrays(spec: SweepSpec, checks: list[CellCheck], *, extra: list[str],
         job = _sbatch(script, extra, run)
         submitted = [RemoteCell(check, cell_paths(spec, check.cell), f"{job}_{i}",
                                 log_dir / f"{job}_{i}.out") for i, check in enumerate(group)]
-        _mark_queued(submitted)
+        for cell in submitted:
+            mark_queued(cell, "slurm_task")
         _release(job, run)
         print(f"[sweep] submitted array {job}: {len(group)} cell(s), {cpus} CPU(s)"
               f"{f' and {gpus} GPU(s)' if gpus else ''} per task ({script})", file=out,
@@ -196,14 +187,9 @@ def _still_queued(spec: SweepSpec, checks: list[CellCheck], queue: SlurmQueue,
                   out: TextIO) -> list[RemoteCell]:  # fmt: skip
     """Cells submitted by an earlier ``sweep run --backend slurm`` whose task is still queued
     or running (status.json ``slurm_task``): watched again, not submitted twice."""
-    earlier = []
-    for check in checks:
-        paths = cell_paths(spec, check.cell)
-        status = read_status(paths)
-        handle = status.get("slurm_task")
-        if handle and status.get("state") in (QUEUED, RUNNING):
-            earlier.append(RemoteCell(check, paths, handle,
-                                      (spec.output_dir / "slurm" / f"{handle}.out").resolve()))
+    earlier = [RemoteCell(check, paths, handle,
+                          (spec.output_dir / "slurm" / f"{handle}.out").resolve())
+               for check, paths, handle in recorded_in_flight(spec, checks, "slurm_task")]
     if not earlier:
         return []
     active = queue.active(earlier)
