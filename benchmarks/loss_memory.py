@@ -32,6 +32,7 @@ machine more than 2 ranks share cores, so only their memory is comparable.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -121,10 +122,16 @@ def _cce_compile(h, weight, labels):
 
 
 def _torchtune_chunked(h, weight, labels):
-    """torchtune's ``CEWithChunkedOutputLoss`` on logits computed per chunk of tokens.
+    """torchtune's ``CEWithChunkedOutputLoss`` on logits computed per chunk of tokens."""
+    loss_fn = _torchtune_loss_class()(num_output_chunks=TORCHTUNE_CHUNKS)
+    chunks = [c @ weight.t() for c in h.unsqueeze(0).chunk(TORCHTUNE_CHUNKS, dim=1)]
+    return loss_fn(chunks, labels.unsqueeze(0))
 
-    Loaded from its module file: ``import torchtune`` requires torchao, which nothing here uses.
-    """
+
+@functools.cache
+def _torchtune_loss_class():
+    """``CEWithChunkedOutputLoss``, loaded once from its module file (outside the timed steps):
+    ``import torchtune`` requires torchao, which nothing here uses."""
     import importlib.util
 
     spec = importlib.util.find_spec("torchtune")
@@ -134,9 +141,7 @@ def _torchtune_chunked(h, weight, labels):
     module_spec = importlib.util.spec_from_file_location("torchtune_ce_chunked", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    loss_fn = module.CEWithChunkedOutputLoss(num_output_chunks=TORCHTUNE_CHUNKS)
-    chunks = [c @ weight.t() for c in h.unsqueeze(0).chunk(TORCHTUNE_CHUNKS, dim=1)]
-    return loss_fn(chunks, labels.unsqueeze(0))
+    return module.CEWithChunkedOutputLoss
 
 
 #: Peer implementations of plain cross-entropy from hidden states and a frozen head.
