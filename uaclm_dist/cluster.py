@@ -87,9 +87,9 @@ def ray_runtime_env(cfg: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
 
 def ray_init(cfg: RunConfig, *, log_to_driver: bool = True, quiet: bool = False) -> bool:
     """Join ``cfg.distributed.ray_address`` (None: ``RAY_ADDRESS`` or a new local Ray, with its
-    dashboard only if ``distributed.local_ray_dashboard``) unless Ray is already initialized in
-    this process; True when this call started it (then the caller shuts it down). ``quiet``: the
-    runtime env of the console's default mode."""
+    dashboard unless ``distributed.local_ray_dashboard`` is false) unless Ray is already
+    initialized in this process; True when this call started it (then the caller shuts it down).
+    ``quiet``: the runtime env of the console's default mode."""
     import ray
 
     if ray.is_initialized():

@@ -110,18 +110,18 @@ def test_ray_init_starts_ray_with_the_address_and_the_runtime_env(fake_ray, clea
     assert name == "init" and kwargs == {"address": "10.0.0.1:6379",
                                          "runtime_env": cluster.ray_runtime_env(cfg),
                                          "log_to_driver": False,
-                                         "include_dashboard": False}  # fmt: skip
+                                         "include_dashboard": True}  # fmt: skip
     assert cluster.ray_init(cfg) is False  # already initialized: nothing to start
     assert len(fake_ray.calls) == 1
 
 
-def test_a_local_ray_starts_its_dashboard_only_when_asked(fake_ray, clean_env):
-    with cluster.ray_session(config(local_ray_dashboard=True)):
+def test_a_local_ray_starts_its_dashboard_unless_told_not_to(fake_ray, clean_env):
+    with cluster.ray_session(config(local_ray_dashboard=False)):
         pass
     with cluster.ray_session(config()):
         pass
     starts = [kwargs["include_dashboard"] for name, kwargs in fake_ray.calls if name == "init"]
-    assert starts == [True, False]
+    assert starts == [False, True]
 
 
 def test_ray_session_quiet_passes_the_quiet_runtime_env(fake_ray, clean_env):

@@ -387,10 +387,12 @@ class DistributedConfig(_Section):
         None, description="Ray cluster address (null: start or join a local one)."
     )
     local_ray_dashboard: bool = Field(
-        False,
+        True,
         description="When uaclm starts Ray itself (no ray_address, no RAY_ADDRESS): also start "
-        "Ray's dashboard on 127.0.0.1:8265. Off by default: it adds seconds to every start and "
-        "a busy process beside the workers. Clusters started with `ray start` keep theirs.",
+        "Ray's dashboard on 127.0.0.1:8265. It serves the State API, which Ray Train's "
+        "placement-group cleaner polls every second: without it that cleaner cannot work and "
+        "logs a warning each second into logs/driver.log. False saves ~4 s per start. "
+        "Clusters started with `ray start` keep theirs.",
     )
     gloo_socket_ifname: str | None = Field(
         None, description="Network interface for gloo collectives (GLOO_SOCKET_IFNAME)."
