@@ -138,12 +138,12 @@ def test_zero2_trains_a_vlm_on_easy_vqa_which_reloads_and_evaluates(tmp_path):
     assert torch.equal(in_use.linear_1.weight.float(), saved[key].float())
     assert not torch.allclose(in_use.linear_1.weight.float(), initial.float())
 
-    # Evaluation on the Ray Data pipeline: 40 held-out easy-VQA questions with their images,
+    # Evaluation on the Ray Data pipeline: 16 held-out easy-VQA questions with their images,
     # base and trained side by side, text-only FanOutQA questions as the OOD set.
     evaluation = tmp_path / "eval"
     proc = subprocess.run(
         [sys.executable, "-m", "uaclm_dist.cli", "eval", str(TINY), *VLM, *EASY_VQA,
-         "eval.max_examples=40", "eval.num_samples=2", "eval.max_new_tokens=4",
+         "eval.max_examples=16", "eval.num_samples=2", "eval.max_new_tokens=4",
          "data.ood.format=fanoutqa", "data.ood.max_examples=8", "--base",
          "--adapter", f"trained={out}", "--out", str(evaluation)],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
@@ -156,9 +156,9 @@ def test_zero2_trains_a_vlm_on_easy_vqa_which_reloads_and_evaluates(tmp_path):
     for method in ("base", "trained"):
         df = pd.read_parquet(evaluation / "per_example" / f"{method}.parquet")
         in_domain = df[~df["is_ood"]]
-        assert len(in_domain) == 40 and in_domain["id"].str.startswith("easyvqa-").all()
+        assert len(in_domain) == 16 and in_domain["id"].str.startswith("easyvqa-").all()
         assert int(df["is_ood"].sum()) == 8
-        assert metrics[method]["n_examples"] == 40 and metrics[method]["n_ood"] == 8
+        assert metrics[method]["n_examples"] == 16 and metrics[method]["n_ood"] == 8
     held_out = set(json.loads((out / "split_ids.json").read_text())["test"])
     assert set(in_domain["id"]) <= held_out  # the run's own test questions
     assert "AUROC" in (evaluation / "report.md").read_text()

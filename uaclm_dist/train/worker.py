@@ -28,7 +28,7 @@ from uaclm_dist.faults import checkpoint_write_hook
 from uaclm_dist.train import checkpoint as ckpt
 from uaclm_dist.train.adapters import save_adapter, trainable_parameters
 from uaclm_dist.train.ds_config import load_deepspeed_config
-from uaclm_dist.train.ds_ops import load_cpu_comm_op
+from uaclm_dist.train.ds_ops import skip_cpu_shm_comm_op
 from uaclm_dist.train.flops import attention_shape, matmul_parameters, sequence_flops
 from uaclm_dist.train.manifest import replace_dir_atomically, write_manifest
 from uaclm_dist.train.metrics_sink import MetricsSink
@@ -166,7 +166,7 @@ class TrainingWorker:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: linear_warmup_decay(s, plan.total_steps, cfg.optim.warmup_ratio)
         )
-        load_cpu_comm_op()  # before DeepSpeed loads it: see ds_ops for the stale lock it clears
+        skip_cpu_shm_comm_op()  # an inference-only op: its build costs minutes, can hang (ds_ops)
         self.engine, _, _, _ = deepspeed.initialize(
             model=self.module, optimizer=optimizer, lr_scheduler=scheduler,
             config=load_deepspeed_config(cfg, self.world), dist_init_required=False,
