@@ -468,3 +468,38 @@ def test_gguf_slices_are_joined_and_checked_against_their_sha256(tmp_path):
     with pytest.raises(RuntimeError, match="expected .* a part is damaged"):
         join_verified(parts, target, hashlib.sha256(whole).hexdigest())
     assert not target.exists()  # nothing half-checked is left to load
+
+
+def test_a_cache_folder_built_by_a_rank_other_than_0_holds_the_model(tmp_path):
+    """transformers' save_pretrained writes nothing on a torch.distributed rank other than 0; the
+    first worker to take a cache lock can be rank 1, and on a second node it is never rank 0."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "fixtures" / "scripts" / "cache_build_ranks.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=300, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (folder,) = [p for p in tmp_path.glob("tiny-llama-*") if p.is_dir()]
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert int((tmp_path / "loaded.txt").read_text()) > 0
+
+
+def test_saving_a_model_folder_that_writes_no_weights_is_refused(tmp_path, monkeypatch):
+    from transformers import LlamaForCausalLM
+
+    from uaclm_dist.modeling.loading import save_model_folder, tiny_llama_config
+
+    model = LlamaForCausalLM(tiny_llama_config(vocab_size=32))
+    monkeypatch.setattr(type(model), "save_pretrained", lambda self, out: None)
+    with pytest.raises(RuntimeError, match="wrote no config.json"):
+        save_model_folder(model, tmp_path)
+
+
+def test_an_incomplete_cached_model_folder_is_named_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("UACLM_CACHE", str(tmp_path))
+    folder = loading.ensure_tiny_llama_dir()
+    (folder / "config.json").unlink()
+    with pytest.raises(RuntimeError, match="incomplete .* delete it"):
+        loading.resolve_model_path("tiny-llama")

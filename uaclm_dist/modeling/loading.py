@@ -107,6 +107,35 @@ def build_dir_once(target: Path, build: Callable[[Path], None]) -> Path:
     return target
 
 
+def save_model_folder(model: PreTrainedModel, out: Path) -> None:
+    """``model.save_pretrained(out)`` from any process, checked: ``out`` then holds a config and
+    the weights (RuntimeError naming the folder otherwise).
+
+    transformers 5 writes nothing from ``save_pretrained`` when torch.distributed is initialized
+    and this process is not global rank 0 (``should_save_on_this_rank``). The cache folders built
+    here are per host and built by whichever worker takes the lock first, which on a fresh machine
+    can be rank 1 and on a second node is never rank 0: an empty folder then sat in the cache and
+    every later load failed ("Unrecognized model ... config.json"). This one write is a local
+    file, not a distributed checkpoint, so the rank test is lifted for it.
+    """
+    model.should_save_on_this_rank = lambda is_main_process: True  # instance-only override
+    try:
+        model.save_pretrained(out)
+    finally:
+        del model.should_save_on_this_rank
+    weights = list(out.glob("*.safetensors")) + list(out.glob("*.bin"))
+    if not (out / "config.json").is_file() or not weights:
+        raise RuntimeError(f"saving {type(model).__name__} into {out} wrote no config.json or no "
+                           f"weights (transformers {_transformers_version()}): refusing to cache "
+                           f"an incomplete model folder")  # fmt: skip
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
 # --------------------------------------------------------------------------------------------
 # SmolLM2 (packaged GGUF -> HF folder)
 # --------------------------------------------------------------------------------------------
@@ -153,7 +182,7 @@ def _dequantized_copy(gguf: Path, tokenizer, out: Path, eos_token: str | None = 
     model.tie_weights()
     model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = config.pad_token_id
-    model.save_pretrained(out)
+    save_model_folder(model, out)
     tokenizer.save_pretrained(out)
     source = {"source": str(gguf), "size_bytes": gguf.stat().st_size, "dequantized_to": "float32"}
     (out / "uaclm_source.json").write_text(json.dumps(source, indent=2) + "\n")
@@ -291,7 +320,7 @@ def ensure_tiny_llama_dir(tiny_kwargs: dict | None = None, seed: int = 0) -> Pat
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = LlamaForCausalLM(config)
-        model.save_pretrained(out)
+        save_model_folder(model, out)
         tokenizer.save_pretrained(out)
 
     return build_dir_once(cache_dir() / f"{TINY_LLAMA}-{key}", build)
@@ -302,17 +331,27 @@ def ensure_tiny_llama_dir(tiny_kwargs: dict | None = None, seed: int = 0) -> Pat
 # --------------------------------------------------------------------------------------------
 
 
+def _complete_cache_folder(folder: Path) -> str:
+    """``folder`` as a string, or a RuntimeError saying how to rebuild it when it holds no
+    config.json (earlier versions left such folders when a rank other than 0 built them)."""
+    if not (folder / "config.json").is_file():
+        raise RuntimeError(f"the cached model folder {folder} is incomplete (no config.json; an "
+                           f"earlier version could leave it so): delete it and it is rebuilt on "
+                           f"the next run")  # fmt: skip
+    return str(folder)
+
+
 def resolve_model_path(
     name_or_path: str | os.PathLike, *, tiny_kwargs: dict | None = None, seed: int = 0
 ) -> str:
     """Local folder (or hub id, passed through) that ``from_pretrained`` should load."""
     name = str(name_or_path)
     if name == SMOLLM2:
-        return str(ensure_smollm2_hf_dir())
+        return _complete_cache_folder(ensure_smollm2_hf_dir())
     if name == GEMMA3_270M:
-        return str(ensure_gemma3_hf_dir())
+        return _complete_cache_folder(ensure_gemma3_hf_dir())
     if name == TINY_LLAMA:
-        return str(ensure_tiny_llama_dir(tiny_kwargs, seed))
+        return _complete_cache_folder(ensure_tiny_llama_dir(tiny_kwargs, seed))
     if tiny_kwargs:
         raise ValueError(f"tiny_kwargs only applies to model {TINY_LLAMA!r}, not {name!r}")
     return name

@@ -104,6 +104,8 @@ def build_offline_vlm(out: Path, language_model_dir: Path, weights_path: Path, s
         FastVlmForConditionalGeneration,  # fmt: skip
     )
 
+    from uaclm_dist.modeling.loading import save_model_folder
+
     language_model = AutoModelForCausalLM.from_pretrained(language_model_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(language_model_dir)
     tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
@@ -126,7 +128,7 @@ def build_offline_vlm(out: Path, language_model_dir: Path, weights_path: Path, s
     vlm.config.text_config.vocab_size = len(tokenizer)
     for cfg in (vlm.config.text_config, vlm.generation_config):
         cfg.eos_token_id = cfg.pad_token_id = tokenizer.eos_token_id
-    vlm.save_pretrained(out)
+    save_model_folder(vlm, out)
     tokenizer.save_pretrained(out)
     offline_image_spec().save(out)
     source = {"language_model": str(language_model_dir), "vision_tower": str(weights_path),
