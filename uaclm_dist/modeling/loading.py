@@ -429,6 +429,30 @@ def is_quantized_4bit(model: torch.nn.Module) -> bool:
     return any(type(p).__name__ == "Params4bit" for p in model.parameters())
 
 
+def keep_4bit_weights_trainable(model: torch.nn.Module) -> int:
+    """Stop bitsandbytes repacking 4-bit weights for CPU inference; returns the layers changed.
+
+    On a CPU with AVX512-BF16, bitsandbytes 0.50's ``Linear4bit.forward`` repacks its weight for
+    a fast inference kernel the first time it runs in eval mode on an input without grad (the
+    training probe does exactly that) and keeps the packed weight: every later forward, in
+    training too, goes through ``gemv_4bit``, which has no autograd, so no gradient flows back
+    through any frozen 4-bit layer. Found when ZeRO-2 failed on a None gradient; without
+    DeepSpeed the LoRA weights below such a layer would silently get no update. Call on every
+    model that is trained, before its first forward.
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            state = getattr(getattr(module, "weight", None), "quant_state", None)
+            if getattr(state, "packing_format_for_cpu", False):
+                raise RuntimeError(f"{type(module).__name__} was already repacked for CPU "
+                                   "inference: call keep_4bit_weights_trainable before any "
+                                   "forward")  # fmt: skip
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
+
+
 def _match_target_modules(model: torch.nn.Module, target_modules: str | Sequence[str]) -> None:
     """Raise a clear ValueError when ``target_modules`` (peft semantics) matches nothing."""
     import re
