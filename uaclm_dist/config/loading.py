@@ -37,7 +37,10 @@ __all__ = ["MODEL_ALIASES", "REPO_ROOT", "load_config", "parse_overrides"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: Model names resolved by ``uaclm_dist.modeling`` rather than by Hugging Face / the file system.
-MODEL_ALIASES = ("smollm2-135m", "gemma3-270m", "tiny-llama")
+#: (kept literal so that loading a config imports no model code; a unit test checks it against
+#: ``uaclm_dist.modeling.assets.SLICED_GGUF_MODELS``)
+MODEL_ALIASES = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b",
+                 "tiny-llama")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------- YAML

