@@ -55,7 +55,7 @@ def hf_trainer_run(steps: int, warmup: int) -> dict:
     from uaclm_dist.config import load_config
     from uaclm_dist.data.tokenize import collate
     from uaclm_dist.modeling.families import family_of
-    from uaclm_dist.modeling.loading import keep_4bit_weights_trainable
+    from uaclm_dist.modeling.loading import disable_cpu_repacking
     from uaclm_dist.train.trainer import prepare_training_data
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -63,7 +63,7 @@ def hf_trainer_run(steps: int, warmup: int) -> dict:
     data = prepare_training_data(cfg)
     family = family_of(cfg.model)
     base = family.load(cfg.model, None, seed=cfg.optim.seed).model
-    keep_4bit_weights_trainable(base)  # as our workers do: the same 4-bit kernels on both sides
+    disable_cpu_repacking(base)  # as our workers do: the same 4-bit kernels on both sides
     model = family.attach_lora(base, cfg.model)
     tokens_per_step: list[int] = []
     pending = [0]

@@ -39,3 +39,21 @@ def test_an_eval_forward_does_not_cut_the_gradients_of_a_4bit_training_model(dty
     assert len(trainable) == 20  # 2 layers x 5 LoRA targets x (A, B)
     missing = [n for n, p in trainable if p.grad is None]
     assert not missing, f"no gradient reached {missing}"
+
+
+def test_a_4bit_model_loaded_for_evaluation_keeps_the_plain_kernel(monkeypatch):
+    """The same path on every CPU: no repacking after an eval forward (it also fails on small
+    layers and changes greedy answers between CPUs with and without AVX512-BF16)."""
+    import bitsandbytes.nn.modules as bnb_modules
+
+    from uaclm_dist.modeling.loading import load_causal_lm
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)
+    model = load_causal_lm("tiny-llama", dtype=torch.float32, quantization="nf4",
+                           compute_dtype=torch.float32, storage_dtype=torch.float32).eval()
+    four_bit = [m for m in model.modules() if isinstance(m, bnb_modules.Linear4bit)]
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[1, 2, 3, 4]]))
+    assert len(four_bit) == 14  # 2 layers x q/k/v/o/gate/up/down
+    assert not [m for m in four_bit if getattr(m.weight.quant_state, "packing_format_for_cpu",
+                                                  False)]  # fmt: skip

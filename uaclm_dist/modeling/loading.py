@@ -423,7 +423,9 @@ def load_causal_lm(
         )
     if device_map is not None:
         kwargs["device_map"] = device_map
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    disable_cpu_repacking(model)
+    return model
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,16 +438,19 @@ def is_quantized_4bit(model: torch.nn.Module) -> bool:
     return any(type(p).__name__ == "Params4bit" for p in model.parameters())
 
 
-def keep_4bit_weights_trainable(model: torch.nn.Module) -> int:
-    """Stop bitsandbytes repacking 4-bit weights for CPU inference; returns the layers changed.
+def disable_cpu_repacking(model: torch.nn.Module) -> int:
+    """Stop bitsandbytes repacking 4-bit weights for its CPU inference kernel; returns the layers
+    changed. Every model we load in 4 bits goes through this.
 
     On a CPU with AVX512-BF16, bitsandbytes 0.50's ``Linear4bit.forward`` repacks its weight for
-    a fast inference kernel the first time it runs in eval mode on an input without grad (the
-    training probe does exactly that) and keeps the packed weight: every later forward, in
-    training too, goes through ``gemv_4bit``, which has no autograd, so no gradient flows back
-    through any frozen 4-bit layer. Found when ZeRO-2 failed on a None gradient; without
-    DeepSpeed the LoRA weights below such a layer would silently get no update. Call on every
-    model that is trained, before its first forward.
+    a fast inference kernel the first time it runs in eval mode on an input without grad, and
+    keeps the packed weight. Three things go wrong with it: (1) that kernel (``gemv_4bit``) has
+    no autograd, so a training model whose probe ran an eval forward got no gradient back
+    through any frozen 4-bit layer from then on (ZeRO-2 failed on a None gradient; without
+    DeepSpeed the LoRA weights below would silently get no update); (2) the repacking fails on
+    small layers ("shape '[32, 0]' is invalid", a 32-wide tiny model); (3) the same adapter
+    gives other greedy answers on CPUs with and without the instruction. With it off, 4-bit
+    layers run the same dequantize-and-matmul path on every CPU. Call before the first forward.
     """
     changed = 0
     for module in model.modules():
@@ -453,7 +458,7 @@ def keep_4bit_weights_trainable(model: torch.nn.Module) -> int:
             state = getattr(getattr(module, "weight", None), "quant_state", None)
             if getattr(state, "packing_format_for_cpu", False):
                 raise RuntimeError(f"{type(module).__name__} was already repacked for CPU "
-                                   "inference: call keep_4bit_weights_trainable before any "
+                                   "inference: call disable_cpu_repacking before any "
                                    "forward")  # fmt: skip
             module.support_avx512bf16_for_cpu = False
             changed += 1

@@ -79,12 +79,12 @@ def build_training_model(cfg: RunConfig, rank: int, world: int, device: torch.de
     import logging
 
     from uaclm_dist.modeling.families import family_of
-    from uaclm_dist.modeling.loading import count_parameters, keep_4bit_weights_trainable
+    from uaclm_dist.modeling.loading import count_parameters, disable_cpu_repacking
     from uaclm_dist.modeling.sharded_head import ShardedLMHead, replace_lm_head
 
     family = family_of(cfg.model)
     model = family.load(cfg.model, device, seed=cfg.optim.seed).model
-    keep_4bit_weights_trainable(model)  # the probe's eval forward must not break backprop
+    disable_cpu_repacking(model)  # again, for any family loader that does not: see its doc
     sharded = cfg.objective.implementation == "vocab_parallel"
     head = ShardedLMHead.from_model(model, rank if sharded else 0, world if sharded else 1)
     replace_lm_head(model, head)

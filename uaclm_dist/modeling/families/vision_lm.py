@@ -232,7 +232,7 @@ class VisionLM(ModelFamily):
         import torch
         from transformers import AutoModelForImageTextToText
 
-        from uaclm_dist.modeling.loading import nf4_config
+        from uaclm_dist.modeling.loading import disable_cpu_repacking, nf4_config
 
         path = resolve_vlm_path(model_cfg, seed)
         q = model_cfg.quantization
@@ -247,6 +247,7 @@ class VisionLM(ModelFamily):
         if device is not None and device.type == "cuda":
             kwargs["device_map"] = {"": device}
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        disable_cpu_repacking(model)
         for part in (TOWER, PROJECTOR, LANGUAGE_MODEL):
             if not hasattr(model.model, part):
                 raise ValueError(f"{path}: {type(model).__name__} has no model.{part}; the "
