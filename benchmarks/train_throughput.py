@@ -55,16 +55,14 @@ def hf_trainer_run(steps: int, warmup: int) -> dict:
     from uaclm_dist.config import load_config
     from uaclm_dist.data.tokenize import collate
     from uaclm_dist.modeling.families import family_of
-    from uaclm_dist.modeling.loading import disable_cpu_repacking
     from uaclm_dist.train.trainer import prepare_training_data
 
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = load_config(str(CONFIG), [*COMMON, f"optim.max_steps={steps}"])
     data = prepare_training_data(cfg)
     family = family_of(cfg.model)
-    base = family.load(cfg.model, None, seed=cfg.optim.seed).model
-    disable_cpu_repacking(base)  # as our workers do: the same 4-bit kernels on both sides
-    model = family.attach_lora(base, cfg.model)
+    # family.load turns bitsandbytes' CPU repacking off, as for our workers: the same kernels
+    model = family.attach_lora(family.load(cfg.model, None, seed=cfg.optim.seed).model, cfg.model)
     tokens_per_step: list[int] = []
     pending = [0]
 

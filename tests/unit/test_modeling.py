@@ -540,7 +540,7 @@ def test_every_sliced_gguf_model_is_a_config_alias_pinned_where_its_errors_say()
     repo = Path(__file__).resolve().parents[2]
     for model in assets.SLICED_GGUF_MODELS.values():
         assert len(model.sha256) == 64 and model.slices
-        pinned = (repo / model.requirements.split()[0]).read_text().split()
+        pinned = (repo / model.requirements_file).read_text().split()
         for package, _ in model.slices:  # every slice is pinned in the file its errors name
             pip_name = package.replace("_", "-")
             assert any(line.startswith(pip_name + "==") for line in pinned), package

@@ -37,6 +37,11 @@ class SlicedGGUF:
     requirements: str
     eos_token: str | None = None
 
+    @property
+    def requirements_file(self) -> str:
+        """The file of ``requirements`` without its hint ("requirements-x.txt (or make y)")."""
+        return self.requirements.split()[0]
+
     def slice_paths(self) -> list[Path]:
         """The installed slices, in joining order (AssetNotFoundError naming the fix if one is
         missing)."""

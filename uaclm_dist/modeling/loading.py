@@ -232,7 +232,7 @@ def ensure_joined_gguf(model: SlicedGGUF) -> Path:
     folder = build_dir_once(
         cache_dir() / f"{model.cache_name}-gguf",
         lambda out: join_verified(model.slice_paths(), out / model.file_name, model.sha256,
-                                  model.requirements.split()[0]),
+                                  model.requirements_file),
     )
     return folder / model.file_name
 
@@ -448,8 +448,9 @@ def disable_cpu_repacking(model: torch.nn.Module) -> int:
     no autograd, so a training model whose probe ran an eval forward got no gradient back
     through any frozen 4-bit layer from then on (ZeRO-2 failed on a None gradient; without
     DeepSpeed the LoRA weights below would silently get no update); (2) the repacking fails on
-    small layers ("shape '[32, 0]' is invalid", a 32-wide tiny model); (3) the same adapter
-    gives other greedy answers on CPUs with and without the instruction. With it off, 4-bit
+    small layers ("shape '[32, 0]' is invalid", a 32-wide tiny model); (3) CPUs with and
+    without the instruction run different kernels (the likely, unverified cause of one greedy
+    answer that differed between two machines' evaluations). With it off, 4-bit
     layers run the same dequantize-and-matmul path on every CPU. Call before the first forward.
     """
     changed = 0
