@@ -843,3 +843,92 @@ def test_planning_imports_neither_torch_nor_ray_nor_transformers():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                           text=True, check=True)  # fmt: skip
     assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------------ paired differences
+
+
+def labelled_frame(correct: np.ndarray, te: np.ndarray) -> pd.DataFrame:
+    """A per-example frame over ids q0..q{n-1} with the given correctness and TE score."""
+    return pd.DataFrame({"id": [f"q{i}" for i in range(correct.size)],
+                         "rouge_l": np.where(correct, 0.9, 0.0),
+                         "confidence": np.where(correct, 0.8, 0.4), "te": te,
+                         "length": np.where(correct, 3.0, 4.0), "is_ood": False})  # fmt: skip
+
+
+def write_evaluation(eval_dir: Path, method: str, frame: pd.DataFrame) -> None:
+    """What `uaclm eval` leaves for one method: metrics.json and per_example/<method>.parquet."""
+    (eval_dir / "per_example").mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(eval_dir / "per_example" / f"{method}.parquet", index=False)
+    metrics = {method: compute_metrics(frame, SCORES, n_bootstrap=20, seed=0)}
+    (eval_dir / "metrics.json").write_text(json.dumps(to_jsonable(metrics)))
+
+
+def test_spec_baseline_must_name_a_value_of_an_axis_of_its_own(tmp_path):
+    base = "name: s\nbase: configs/tiny_test.yaml\n"
+    axes = ("axes:\n  - key: objective.name\n    values: [clm, ua_clm]\n  - zip:\n"
+            "      optim.lr: [1.0e-4, 2.0e-4]\n      optim.max_steps: [2, 4]\n")  # fmt: skip
+    assert "baseline: 'optim.seed' is not an axis key of this spec (axes: objective.name, " \
+        "optim.lr, optim.max_steps)" in spec_error(tmp_path, base + axes +
+                                                   "baseline: {optim.seed: 0}")
+    assert "baseline: 'clm+ua' is not a value of the axis 'objective.name' (values: ['clm', " \
+        "'ua_clm'])" in spec_error(tmp_path, base + axes + "baseline: {objective.name: clm+ua}")
+    assert "baseline: 'optim.lr' is zipped with optim.max_steps" in spec_error(
+        tmp_path, base + axes + "baseline: {optim.lr: 1.0e-4}")
+    assert "baseline: expected one axis key" in spec_error(tmp_path, base + axes + "baseline: clm")
+    spec = load_spec(write_spec(tmp_path, base + axes + "baseline: {objective.name: clm}"))
+    assert spec.baseline == ("objective.name", "clm")
+    assert load_spec(REPO_ROOT / "configs/sweeps/study.yaml").baseline == ("objective.name", "clm")
+
+
+def test_collect_pairs_every_cell_with_its_baseline_cell_on_the_same_questions(tmp_path, capsys):
+    from uaclm_dist.evaluate.compare import compare_methods
+
+    spec_path = grid_spec(tmp_path, extra="baseline: {objective.name: clm}")
+    spec = load_spec(spec_path)
+    cells = expand_cells(spec)  # objective x loss_on x seeds {0, 1}
+    rng = np.random.default_rng(0)
+    correct = np.arange(80) < 40
+    frames = {}
+    for cell in cells:
+        values = dict(cell.assignment)
+        fabricate_training(cell_paths(spec, cell).run_dir, loss_first=3.0, loss_last=1.0)
+        noise = rng.normal(0, 1, correct.size)
+        if values["objective.name"] == "ua_clm" and values["data.loss_on"] == "all":
+            te = noise + np.where(correct, 0.0, 2.0)  # separates: AUROC well above chance
+        else:
+            te = noise  # chance
+        frames[cell.id] = labelled_frame(correct, te)
+        unevaluated = values["objective.name"] == "ua_clm" and values["data.loss_on"] == \
+            "answer" and cell.seed == 1
+        if not unevaluated:
+            write_evaluation(cell_paths(spec, cell).eval_dir, values["objective.name"],
+                             frames[cell.id])  # fmt: skip
+
+    code, out, _ = run_cli(capsys, "sweep", "collect", spec_path)
+    assert code == EXIT_OK and "paired csv: " in out
+    paired = pd.read_csv(tmp_path / "out/sweep_paired.csv")
+    # 3 ua_clm cells compared (one unevaluated), 2 quantities each (Accuracy, AUROC te)
+    assert len(paired) == 6 and set(paired["quantity"]) == {"Accuracy", "AUROC te"}
+    assert set(paired["value"]) == {"ua_clm"}
+    by_cell = {c.id: c for c in cells}
+    for row in paired[paired["quantity"] == "AUROC te"].itertuples():
+        expected = compare_methods({"clm": frames[row.baseline_cell], "ua": frames[row.cell]},
+                                   ["te"], baseline="clm", metrics=["auroc"]).diffs
+        expected = expected[expected["quantity"] == "AUROC te"].iloc[0]
+        assert row.diff == pytest.approx(expected["diff"]) and row.n_examples == 80
+        assert (row.low, row.high) == pytest.approx((expected["low"], expected["high"]))
+        base_values = dict(by_cell[row.baseline_cell].assignment)
+        assert base_values["objective.name"] == "clm"
+        assert row.seed == by_cell[row.baseline_cell].seed
+        assert base_values["data.loss_on"] == row._1  # data.loss_on, the other axis
+        separated = row._1 == "all"
+        assert row.verdict_holm == ("yes" if separated else "no") and row.p_holm >= row.p_value
+    assert paired["diff"][paired["quantity"] == "Accuracy"].abs().max() == 0.0
+
+    md = (tmp_path / "out/sweep.md").read_text()
+    assert "## Paired differences against `objective.name=clm`" in md
+    assert "**6 comparisons**" in md and "s0 40/40 vs 40/40; s1 40/40 vs 40/40" in md
+    unevaluated = next(c for c in cells if c.label ==
+                       "objective.name=ua_clm,data.loss_on=answer,seed=1")
+    assert f"- {unevaluated.id} vs " in md and "not evaluated" in md

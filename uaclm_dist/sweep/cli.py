@@ -129,19 +129,24 @@ def _collect(args: argparse.Namespace) -> int:
     """Gather every cell's results into sweep.parquet, sweep.csv, sweep.md and the plots."""
     from uaclm_dist.sweep.collect import collect, write_tables
     from uaclm_dist.sweep.markdown import render
+    from uaclm_dist.sweep.paired import paired_differences, write_paired
     from uaclm_dist.sweep.plots import write_plots
     from uaclm_dist.sweep.study import aggregate_over_seeds
 
     spec = load_spec(args.spec)
-    collected = collect(spec, expand_cells(spec))
+    all_cells = expand_cells(spec)
+    collected = collect(spec, all_cells)
     study = aggregate_over_seeds(collected.frame, collected.axis_columns, collected.scores)
+    paired = paired_differences(spec, all_cells, collected.scores)
     written = write_tables(collected, spec.output_dir)
     written["study csv"] = spec.output_dir / "sweep_study.csv"
     study.to_csv(written["study csv"], index=False)
+    if paired is not None:
+        written["paired csv"] = write_paired(paired, spec.output_dir)
     written["markdown"] = spec.output_dir / "sweep.md"
     for plot in write_plots(collected, spec.output_dir):
         written[f"plot {plot.stem}"] = plot
-    written["markdown"].write_text(render(spec, collected, study))
+    written["markdown"].write_text(render(spec, collected, study, paired))
     cells = collected.frame.drop_duplicates("cell")
     unfinished = cells[cells["status"] != "done"]
     print(f"sweep {spec.name}: {len(cells)} cell(s), {len(cells) - len(unfinished)} finished")

@@ -1,4 +1,5 @@
-"""``sweep.md``: the study table over seeds, the per-seed intervals, every cell, the failures.
+"""``sweep.md``: the study table over seeds, the per-seed intervals, the paired differences
+against the spec's baseline, every cell, the failures.
 
 Scores are shown by their registered label (:data:`~uaclm_dist.evaluate.scores.SCORES`), the
 uncertainty scores first and the answer-length baseline (``length``) last, beside them: a score
@@ -14,6 +15,7 @@ import pandas as pd
 from uaclm_dist.evaluate.compare import MIN_CLASS_COUNT, TOO_FEW, markdown_table
 from uaclm_dist.evaluate.scores import SCORES
 from uaclm_dist.sweep.collect import Collected
+from uaclm_dist.sweep.paired import PairedDifferences
 from uaclm_dist.sweep.progress import format_duration
 from uaclm_dist.sweep.spec import SweepSpec
 from uaclm_dist.sweep.study import fmt
@@ -73,6 +75,62 @@ def _study_section(study: pd.DataFrame, axes: list[str], scores: list[str], n_se
     rows = [[*(_text(r[a]) for a in axes), _text(r["method"]),
              *(r[f"auroc_{s}_per_seed"] for s in scores)] for _, r in study.iterrows()]
     return lines + [markdown_table(headers, rows), ""]
+
+
+def _signed(value: Any) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{value:+.3f}"
+
+
+def _quantity_label(quantity: str) -> str:
+    """``AUROC te`` -> ``AUROC TE`` (the score's registered label)."""
+    metric, _, score = quantity.partition(" ")
+    return f"{metric} {score_label(score)}" if score else quantity
+
+
+def _paired_section(paired: PairedDifferences | None) -> list[str]:
+    if paired is None:
+        return []
+    lines = [f"## Paired differences against `{paired.key}={paired.baseline}`", ""]
+    if paired.frame.empty:
+        lines.append("No pair of finished cells to compare yet.")
+    else:
+        frame = paired.frame
+        m = paired.n_comparisons
+        level = round(100 * (1 - paired.alpha))
+        lines += [
+            f"Each cell minus the cell with `{paired.key}={paired.baseline}` and the same other "
+            f"values and seed, on the same held-out questions (paired example by example; each "
+            f"cell with its own correct/incorrect answers). Per seed: difference [{level}% "
+            "interval]: accuracy by a paired bootstrap, AUROC (positive class = incorrect "
+            "answer) by DeLong; t intervals with df = the smallest class count - 1. "
+            f"`Holm` judges every one of the **{m} comparisons** of this table at once "
+            f"(family-wise error rate {paired.alpha:g}): `yes` = the difference is not zero. "
+            f"`{TOO_FEW}`: a cell of the pair has fewer than {MIN_CLASS_COUNT} correct or "
+            "incorrect answers. Counts: correct/incorrect of the cell vs its baseline cell.",
+            "",
+        ]
+        keys = [*paired.other_axes, "value", "quantity"]
+        headers = [*paired.other_axes, paired.key, "quantity", "mean difference",
+                   "per seed", "correct/incorrect per seed", "Holm per seed"]  # fmt: skip
+        rows = []
+        for values, group in frame.groupby(keys, dropna=False, sort=False):
+            *setting, value, quantity = values
+            seeds = [f"s{_text(r.seed)}" for r in group.itertuples()]
+            rows.append([
+                *(_text(v) for v in setting), value, _quantity_label(quantity),
+                _signed(group["diff"].mean()),
+                "; ".join(f"{s} {_signed(r.diff)} [{_signed(r.low)}, {_signed(r.high)}]"
+                          for s, r in zip(seeds, group.itertuples(), strict=True)),
+                "; ".join(f"{s} {r.n_correct}/{r.n_incorrect} vs "
+                          f"{r.baseline_n_correct}/{r.baseline_n_incorrect}"
+                          for s, r in zip(seeds, group.itertuples(), strict=True)),
+                "; ".join(f"{s} {r.verdict_holm}"
+                          for s, r in zip(seeds, group.itertuples(), strict=True)),
+            ])  # fmt: skip
+        lines.append(markdown_table(headers, rows))
+    if paired.skipped:
+        lines += ["", "Not compared:", *(f"- {line}" for line in paired.skipped)]
+    return lines + [""]
 
 
 def _loss_text(row: pd.Series) -> str:
@@ -174,13 +232,15 @@ def _header(spec: SweepSpec, frame: pd.DataFrame) -> list[str]:
     ]
 
 
-def render(spec: SweepSpec, collected: Collected, study: pd.DataFrame) -> str:
-    """The text of ``sweep.md``."""
+def render(spec: SweepSpec, collected: Collected, study: pd.DataFrame,
+           paired: PairedDifferences | None = None) -> str:
+    """The text of ``sweep.md``; ``paired``: the differences against the spec's baseline."""
     scores = ordered_scores(collected.scores)
     axes = collected.axis_columns
     n_seeds = len(spec.seeds) if spec.seeds else 1
     lines = [*_header(spec, collected.frame),
              *_study_section(study, axes, scores, n_seeds, spec.evaluate),
+             *_paired_section(paired),
              *_cells_section(collected.frame, axes, scores),
              *_compute_section(collected.frame, axes),
              *_problems_section(collected.frame, spec)]  # fmt: skip

@@ -14,6 +14,9 @@
     evaluate: true                    # optional (default true): uaclm eval after training
     eval_args: [--base]               # optional: --base / --allow-train-overlap / --verbose
     output_dir: runs/sweeps/study     # optional (default runs/sweeps/<name>)
+    baseline: {objective.name: clm}   # optional: collect adds paired differences of every
+                                      # cell against the cell with this value, same other
+                                      # values and seed, on the same held-out questions
 
 Paths: ``base`` (when relative) is looked up next to the spec file, then in the repository root,
 then in the current directory (the order ``load_config`` uses for the DeepSpeed config);
@@ -44,7 +47,7 @@ __all__ = ["Axis", "SweepSpec", "SweepSpecError", "load_spec", "parse_spec", "co
 
 #: Every top-level field of a spec.
 SPEC_FIELDS = ("name", "base", "description", "axes", "seeds", "overrides", "evaluate",
-               "eval_args", "output_dir")  # fmt: skip
+               "eval_args", "output_dir", "baseline")  # fmt: skip
 REQUIRED_FIELDS = ("name", "base", "axes")
 #: ``uaclm eval`` flags a spec may add (the sweep sets ``--adapter`` and ``--out`` itself).
 ALLOWED_EVAL_ARGS = ("--base", "--allow-train-overlap", "--verbose")
@@ -100,6 +103,7 @@ class SweepSpec:
     eval_args: tuple[str, ...]
     output_dir: Path
     description: str = ""
+    baseline: tuple[str, Any] | None = None
 
     @property
     def axis_keys(self) -> list[str]:
@@ -266,6 +270,35 @@ def _eval_args(value: Any, problems: list[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _baseline(value: Any, axes: tuple[Axis, ...], problems: list[str]) -> tuple[str, Any] | None:
+    """``{axis key: value}`` -> ``(key, value)``: the key of a single-key axis, one of its
+    values."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) != 1:
+        problems.append(f"baseline: expected one axis key and its baseline value, e.g. "
+                        f"{{objective.name: clm}}, got {value!r}")  # fmt: skip
+        return None
+    (key, chosen), = value.items()
+    axis = next((a for a in axes if key in a.keys), None)
+    if axis is None:
+        keys = [k for a in axes for k in a.keys]
+        problems.append(f"baseline: '{key}' is not an axis key of this spec (axes: "
+                        f"{', '.join(keys) or 'none'})")  # fmt: skip
+        return None
+    if axis.is_zip:
+        zipped = ", ".join(k for k in axis.keys if k != key)
+        problems.append(f"baseline: '{key}' is zipped with {zipped}; a baseline needs an axis "
+                        "of its own")  # fmt: skip
+        return None
+    values = [p[0] for p in axis.points]
+    if _canonical(chosen) not in {_canonical(v) for v in values}:
+        problems.append(f"baseline: {chosen!r} is not a value of the axis '{key}' "
+                        f"(values: {values})")  # fmt: skip
+        return None
+    return key, chosen
+
+
 def _key_conflicts(axes: tuple[Axis, ...], overrides: tuple[tuple[str, Any], ...],
                    seeds: tuple[int, ...] | None) -> list[str]:  # fmt: skip
     """A key set in two places, or one the sweep sets itself."""
@@ -313,6 +346,7 @@ def parse_spec(data: dict[str, Any], spec_path: Path) -> SweepSpec:
     overrides = _overrides(data.get("overrides"), problems)
     eval_args = _eval_args(data.get("eval_args"), problems)
     problems += _key_conflicts(axes, overrides, seeds)
+    baseline = _baseline(data.get("baseline"), axes, problems)
     evaluate = data.get("evaluate", True)
     if not isinstance(evaluate, bool):
         problems.append(f"evaluate: expected true or false, got {evaluate!r}")
@@ -327,7 +361,7 @@ def parse_spec(data: dict[str, Any], spec_path: Path) -> SweepSpec:
     return SweepSpec(path=spec_path.resolve(), name=name, base=base, axes=axes, seeds=seeds,
                      overrides=overrides, evaluate=evaluate, eval_args=eval_args,
                      output_dir=Path(output_dir).expanduser().resolve(),
-                     description=description)  # fmt: skip
+                     description=description, baseline=baseline)  # fmt: skip
 
 
 def load_spec(path: str | Path) -> SweepSpec:
