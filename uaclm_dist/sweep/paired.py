@@ -79,6 +79,11 @@ def _setting(cell: Cell, key: str) -> tuple[str, ...]:
               if k != key), str(cell.seed))  # fmt: skip
 
 
+def _hashable(value: Any) -> Any:
+    """Lists and mappings as their one-line YAML (a table column groups by it)."""
+    return value_text(value) if isinstance(value, list | dict) else value
+
+
 def _method_and_settings(spec: SweepSpec, cell: Cell) -> tuple[str | None, dict[str, Any]]:
     """The cell's evaluated method (the adapter, not ``base``) and its eval settings."""
     paths = cell_paths(spec, cell)
@@ -152,7 +157,7 @@ def paired_differences(spec: SweepSpec, cells: list[Cell], scores: Sequence[str]
         except (ValueError, KeyError, FileNotFoundError, OSError) as exc:
             skipped.append(f"{cell.id} vs {base_cell.id}: {exc}")
             continue
-        setting = {k: assignment_of[cell.id][k] for k in other_axes}
+        setting = {k: _hashable(assignment_of[cell.id][k]) for k in other_axes}
         rows += [{**setting, "seed": cell.seed, "value": value, "cell": cell.id,
                   "baseline_cell": base_cell.id, **row} for row in pair]  # fmt: skip
     frame = pd.DataFrame(rows)
