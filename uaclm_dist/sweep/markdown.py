@@ -78,6 +78,7 @@ def _study_section(study: pd.DataFrame, axes: list[str], scores: list[str], n_se
 
 
 def _signed(value: Any) -> str:
+    """``+0.012``; ``n/a`` for None / NaN."""
     return "n/a" if value is None or pd.isna(value) else f"{value:+.3f}"
 
 
@@ -87,6 +88,52 @@ def _quantity_label(quantity: str) -> str:
     return f"{metric} {score_label(score)}" if score else quantity
 
 
+def _paired_text(paired: PairedDifferences) -> list[str]:
+    """What the paired table holds and how its intervals and verdicts are made."""
+    level = round(100 * (1 - paired.alpha))
+    return [
+        f"Each cell minus the cell with `{paired.key}={paired.baseline}` and the same other "
+        "values and seed, on the same held-out questions (the example ids are checked), each "
+        f"cell with its own correct/incorrect answers. Per seed: difference [{level}% interval, "
+        "per comparison, unadjusted]: difference +- t x SE with df = the smallest of the four "
+        "class counts (correct/incorrect of both cells) - 1; SE of accuracy: the SD of "
+        "`eval.bootstrap_samples` paired bootstrap resamples of the questions; of AUROC "
+        "(positive class = incorrect answer): DeLong's. `Holm` adjusts over the "
+        f"**{paired.n_comparisons} comparisons with a p-value** in this table (family-wise "
+        f"error rate {paired.alpha:g}): `yes` = Holm-adjusted p < {paired.alpha:g}. "
+        f"`{TOO_FEW}`: a cell of the pair has fewer than {MIN_CLASS_COUNT} correct or "
+        "incorrect answers; no verdict. A verdict is about these trained runs on these "
+        "questions; the spread between training seeds is what the seeds' rows show, not the "
+        "intervals. `mean over seeds`: the plain mean of the seeds' differences (no interval).",
+        "",
+    ]
+
+
+def _seed_tag(seed: Any) -> str:
+    """``s0 `` before a seed's value; nothing for a spec without seeds."""
+    text = _text(seed)
+    return "" if text == "-" else f"s{text} "
+
+
+def _paired_rows(paired: PairedDifferences) -> list[list[str]]:
+    """One row per setting x compared value x quantity, the seeds side by side."""
+    keys = [*paired.other_axes, "value", "quantity"]
+    rows = []
+    for values, group in paired.frame.groupby(keys, dropna=False, sort=False):
+        *setting, value, quantity = values
+        per_seed = list(group.itertuples())
+        rows.append([
+            *(_text(v) for v in setting), value, _quantity_label(quantity),
+            _signed(group["diff"].mean()),
+            "; ".join(f"{_seed_tag(r.seed)}{_signed(r.diff)} [{_signed(r.low)}, "
+                      f"{_signed(r.high)}]" for r in per_seed),
+            "; ".join(f"{_seed_tag(r.seed)}{r.n_correct}/{r.n_incorrect} vs "
+                      f"{r.baseline_n_correct}/{r.baseline_n_incorrect}" for r in per_seed),
+            "; ".join(f"{_seed_tag(r.seed)}{r.verdict_holm}" for r in per_seed),
+        ])  # fmt: skip
+    return rows
+
+
 def _paired_section(paired: PairedDifferences | None) -> list[str]:
     if paired is None:
         return []
@@ -94,40 +141,10 @@ def _paired_section(paired: PairedDifferences | None) -> list[str]:
     if paired.frame.empty:
         lines.append("No pair of finished cells to compare yet.")
     else:
-        frame = paired.frame
-        m = paired.n_comparisons
-        level = round(100 * (1 - paired.alpha))
-        lines += [
-            f"Each cell minus the cell with `{paired.key}={paired.baseline}` and the same other "
-            f"values and seed, on the same held-out questions (paired example by example; each "
-            f"cell with its own correct/incorrect answers). Per seed: difference [{level}% "
-            "interval]: accuracy by a paired bootstrap, AUROC (positive class = incorrect "
-            "answer) by DeLong; t intervals with df = the smallest class count - 1. "
-            f"`Holm` judges every one of the **{m} comparisons** of this table at once "
-            f"(family-wise error rate {paired.alpha:g}): `yes` = the difference is not zero. "
-            f"`{TOO_FEW}`: a cell of the pair has fewer than {MIN_CLASS_COUNT} correct or "
-            "incorrect answers. Counts: correct/incorrect of the cell vs its baseline cell.",
-            "",
-        ]
-        keys = [*paired.other_axes, "value", "quantity"]
-        headers = [*paired.other_axes, paired.key, "quantity", "mean difference",
-                   "per seed", "correct/incorrect per seed", "Holm per seed"]  # fmt: skip
-        rows = []
-        for values, group in frame.groupby(keys, dropna=False, sort=False):
-            *setting, value, quantity = values
-            seeds = [f"s{_text(r.seed)}" for r in group.itertuples()]
-            rows.append([
-                *(_text(v) for v in setting), value, _quantity_label(quantity),
-                _signed(group["diff"].mean()),
-                "; ".join(f"{s} {_signed(r.diff)} [{_signed(r.low)}, {_signed(r.high)}]"
-                          for s, r in zip(seeds, group.itertuples(), strict=True)),
-                "; ".join(f"{s} {r.n_correct}/{r.n_incorrect} vs "
-                          f"{r.baseline_n_correct}/{r.baseline_n_incorrect}"
-                          for s, r in zip(seeds, group.itertuples(), strict=True)),
-                "; ".join(f"{s} {r.verdict_holm}"
-                          for s, r in zip(seeds, group.itertuples(), strict=True)),
-            ])  # fmt: skip
-        lines.append(markdown_table(headers, rows))
+        headers = [*paired.other_axes, paired.key, "quantity", "mean over seeds",
+                   "per seed [95% interval]", "correct/incorrect (cell vs baseline)",
+                   "Holm"]  # fmt: skip
+        lines += [*_paired_text(paired), markdown_table(headers, _paired_rows(paired))]
     if paired.skipped:
         lines += ["", "Not compared:", *(f"- {line}" for line in paired.skipped)]
     return lines + [""]

@@ -2,9 +2,10 @@
 
 A spec with ``baseline: {objective.name: clm}`` pairs each evaluated cell whose
 ``objective.name`` is not ``clm`` with the cell that has ``clm`` and the same other axis values
-and seed. Both were evaluated on the test split their runs held out; with the same
-``data.split_seed`` that is the same questions, so the difference of two cells is paired
-example by example, as in one ``uaclm eval`` with ``--baseline``
+and seed. Both were evaluated on the test split their runs held out; when the data settings
+match (same ``data.split_seed``, ...) that is the same questions, so the difference of two cells
+is paired example by example, as in one ``uaclm eval`` with ``--baseline`` (accuracy and AUROC
+only; the example ids are checked)
 (:func:`~uaclm_dist.evaluate.compare.compare_methods`: accuracy with a paired bootstrap
 interval, AUROC per uncertainty score with DeLong's, each cell with its own correct/incorrect
 answers). The length baseline is not compared: it is no uncertainty score.
@@ -14,7 +15,8 @@ quantities): a verdict is drawn against all of them at once. Pairs that cannot b
 (baseline cell unfinished, different questions, a missing per-example file) are listed with
 the reason, never dropped silently.
 
-Columns of :attr:`PairedDifferences.frame`: the other axis keys, ``seed``, ``value`` (the
+Columns of :attr:`PairedDifferences.frame` (:data:`FRAME_COLUMNS`): the other axis keys,
+``seed``, ``value`` (the
 compared cell's value of the baseline key, as text), ``cell``, ``baseline_cell``,
 ``quantity`` (``Accuracy``, ``AUROC <score>``), ``diff``, ``low``, ``high``, ``se``, ``df``,
 ``p_value``, ``verdict`` (unadjusted), ``p_holm``, ``verdict_holm``, ``n_correct`` /
@@ -41,10 +43,15 @@ from uaclm_dist.sweep.layout import cell_paths, read_json
 from uaclm_dist.sweep.overrides import value_text
 from uaclm_dist.sweep.spec import SweepSpec
 
-__all__ = ["PairedDifferences", "paired_differences"]
+__all__ = ["PairedDifferences", "paired_differences", "write_paired"]
 
 #: the answer-length score: a baseline of its own, not compared between cells
 LENGTH_SCORE = "length"
+#: columns of :attr:`PairedDifferences.frame` after the other axis keys
+FRAME_COLUMNS = ("seed", "value", "cell", "baseline_cell", "quantity", "diff", "low", "high",
+                 "se", "df", "p_value", "verdict", "n_correct", "n_incorrect",
+                 "baseline_n_correct", "baseline_n_incorrect", "n_examples", "p_holm",
+                 "verdict_holm")  # fmt: skip
 
 
 @dataclass
@@ -84,17 +91,35 @@ def _hashable(value: Any) -> Any:
     return value_text(value) if isinstance(value, list | dict) else value
 
 
-def _method_and_settings(spec: SweepSpec, cell: Cell) -> tuple[str | None, dict[str, Any]]:
-    """The cell's evaluated method (the adapter, not ``base``) and its eval settings."""
+@dataclass(frozen=True)
+class _Evaluated:
+    """What the comparison needs of one cell's evaluation."""
+
+    method: str
+    threshold: float
+    bootstrap_samples: int
+    seed: int
+
+
+def _evaluated(spec: SweepSpec, cell: Cell) -> _Evaluated:
+    """The cell's evaluated method (its adapter, not ``base``) and the settings it was scored
+    with (from ``run/run_info.json``: the sweep evaluates with the training's config);
+    ValueError naming the cell when it has no finished evaluation."""
     paths = cell_paths(spec, cell)
     metrics = read_json(paths.metrics_file)
     methods = [m for m in metrics if m != "base"] if isinstance(metrics, dict) else []
-    config = read_json(paths.run_info_file)
-    eval_cfg = ((config or {}).get("config") or {}).get("eval") or {}
-    return (methods[0] if len(methods) == 1 else None), eval_cfg
+    if len(methods) != 1:
+        raise ValueError(f"{cell.id} is not evaluated (no single adapter method in "
+                         f"{paths.metrics_file})")  # fmt: skip
+    config = ((read_json(paths.run_info_file) or {}).get("config")) or {}
+    eval_cfg = config.get("eval") or {}
+    return _Evaluated(methods[0], float(eval_cfg.get("correctness_threshold", DEFAULT_THRESHOLD)),
+                      int(eval_cfg.get("bootstrap_samples", 1000)),
+                      int((config.get("optim") or {}).get("seed", 0)))  # fmt: skip
 
 
 def _per_example(spec: SweepSpec, cell: Cell, method: str) -> pd.DataFrame:
+    """``eval/per_example/<method>.parquet`` of ``cell`` (FileNotFoundError naming it)."""
     path = cell_paths(spec, cell).eval_dir / PER_EXAMPLE / f"{method}.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing")
@@ -102,21 +127,23 @@ def _per_example(spec: SweepSpec, cell: Cell, method: str) -> pd.DataFrame:
 
 
 def _pair_rows(spec: SweepSpec, cell: Cell, base_cell: Cell, scores: Sequence[str],
-               n_bootstrap: int | None, alpha: float) -> list[dict[str, Any]]:  # fmt: skip
-    """The compared quantities of one pair; ValueError / FileNotFoundError when it cannot be."""
-    method, eval_cfg = _method_and_settings(spec, cell)
-    base_method, _ = _method_and_settings(spec, base_cell)
-    if method is None or base_method is None:
-        raise ValueError("not evaluated (no single adapter method in eval/metrics.json)")
-    frames = {"cell": _per_example(spec, cell, method),
-              "baseline": _per_example(spec, base_cell, base_method)}  # fmt: skip
+               n_bootstrap: int | None, alpha: float,
+               notes: list[str]) -> list[dict[str, Any]]:  # fmt: skip
+    """The compared quantities of one pair (ValueError / FileNotFoundError when it cannot be
+    compared); a score missing from either cell is left out with a line in ``notes``."""
+    this, base = _evaluated(spec, cell), _evaluated(spec, base_cell)
+    if this.threshold != base.threshold:
+        raise ValueError(f"scored with other correctness thresholds ({this.threshold} vs "
+                         f"{base.threshold}): their correct answers differ in kind")
+    frames = {"cell": _per_example(spec, cell, this.method),
+              "baseline": _per_example(spec, base_cell, base.method)}  # fmt: skip
     present = [s for s in scores if all(s in f.columns for f in frames.values())]
+    notes += [f"{cell.id} vs {base_cell.id}: score '{s}' is missing in one of them, not compared"
+              for s in scores if s not in present]  # fmt: skip
     comparison = compare_methods(
-        frames, present, baseline="baseline", metrics=["auroc"],
-        threshold=eval_cfg.get("correctness_threshold", DEFAULT_THRESHOLD),
-        n_bootstrap=n_bootstrap if n_bootstrap is not None
-        else int(eval_cfg.get("bootstrap_samples", 1000)),
-        seed=cell.seed or 0, alpha=alpha)  # fmt: skip
+        frames, present, baseline="baseline", metrics=["auroc"], threshold=this.threshold,
+        n_bootstrap=this.bootstrap_samples if n_bootstrap is None else n_bootstrap,
+        seed=this.seed, alpha=alpha)  # fmt: skip
     rows = comparison.diffs.drop(columns=["method", "p_holm", "verdict_holm", "interval",
                                           "excludes_zero"]).to_dict(orient="records")  # fmt: skip
     return [{**row, "n_examples": comparison.n_examples} for row in rows]
@@ -147,26 +174,21 @@ def paired_differences(spec: SweepSpec, cells: list[Cell], scores: Sequence[str]
         value = value_text(assignment_of[cell.id][key])
         if value == baseline_text:
             continue
-        base_cell = baselines.get(_setting(cell, key))
-        if base_cell is None:
-            skipped.append(f"{cell.id}: no cell with {key}={baseline_text} and the same other "
-                           f"values and seed")  # fmt: skip
-            continue
+        base_cell = baselines[_setting(cell, key)]  # the grid is a full product
         try:
-            pair = _pair_rows(spec, cell, base_cell, compared, n_bootstrap, alpha)
+            pair = _pair_rows(spec, cell, base_cell, compared, n_bootstrap, alpha, skipped)
         except (ValueError, KeyError, FileNotFoundError, OSError) as exc:
             skipped.append(f"{cell.id} vs {base_cell.id}: {exc}")
             continue
         setting = {k: _hashable(assignment_of[cell.id][k]) for k in other_axes}
         rows += [{**setting, "seed": cell.seed, "value": value, "cell": cell.id,
                   "baseline_cell": base_cell.id, **row} for row in pair]  # fmt: skip
-    frame = pd.DataFrame(rows)
-    if len(frame):
-        frame["p_holm"] = holm(frame["p_value"].to_numpy(dtype=np.float64))
-        frame["verdict_holm"] = [
-            v if v in (TOO_FEW, "n/a") else ("yes" if p < alpha else "no")
-            for v, p in zip(frame["verdict"], frame["p_holm"], strict=True)
-        ]
+    frame = pd.DataFrame(rows, columns=[*other_axes, *FRAME_COLUMNS[:-2]])
+    frame["p_holm"] = holm(frame["p_value"].to_numpy(dtype=np.float64))
+    frame["verdict_holm"] = [  # the unadjusted verdict says whether the pair is judged at all
+        v if v in (TOO_FEW, "n/a") else ("yes" if p < alpha else "no")
+        for v, p in zip(frame["verdict"], frame["p_holm"], strict=True)
+    ]
     return PairedDifferences(key, baseline_text, other_axes, frame, skipped, alpha)
 
 

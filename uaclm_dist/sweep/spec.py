@@ -353,6 +353,9 @@ def parse_spec(data: dict[str, Any], spec_path: Path) -> SweepSpec:
     description = data.get("description", "")
     if not isinstance(description, str):
         problems.append(f"description: expected text, got {description!r}")
+    if baseline is not None and evaluate is False:
+        problems.append("baseline: compares the cells' evaluations, but the spec does not "
+                        "evaluate (evaluate: false)")
     output_dir = data.get("output_dir", f"runs/sweeps/{name}")
     if not isinstance(output_dir, str) or not output_dir:
         problems.append(f"output_dir: expected a folder path, got {output_dir!r}")
