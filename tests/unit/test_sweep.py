@@ -936,6 +936,17 @@ def test_collect_pairs_every_cell_with_its_baseline_cell_on_the_same_questions(t
     md = (tmp_path / "out/sweep.md").read_text()
     assert "## Paired differences against `objective.name=clm`" in md
     assert "**6 comparisons with a p-value**" in md
+
+    # --baseline: another axis for this collect; a value the axis lacks is refused, exit 2
+    code, _, err = run_cli(capsys, "sweep", "collect", spec_path, "--baseline", "data.loss_on=al")
+    assert code == EXIT_BAD_INPUT and "--baseline data.loss_on=al" in err
+    assert "'al' is not a value of the axis 'data.loss_on'" in err
+    code, _, _ = run_cli(capsys, "sweep", "collect", spec_path, "--baseline", "data.loss_on=all")
+    by_loss_mask = pd.read_csv(tmp_path / "out/sweep_paired.csv")
+    assert set(by_loss_mask["value"]) == {"answer"} and code == EXIT_OK
+    assert set(by_loss_mask["objective.name"]) == {"clm", "ua_clm"}
+    assert "## Paired differences against `data.loss_on=all`" in (
+        tmp_path / "out/sweep.md").read_text()
     unevaluated = next(c for c in cells if c.label ==
                        "objective.name=ua_clm,data.loss_on=answer,seed=1")
     assert f"- {unevaluated.id} vs " in md and f"{unevaluated.id} is not evaluated" in md

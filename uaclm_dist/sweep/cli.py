@@ -19,7 +19,7 @@ from uaclm_dist.sweep.execute import CommandRunner, run_subprocess
 from uaclm_dist.sweep.layout import check_spec_lock
 from uaclm_dist.sweep.plan import print_plan, short_path
 from uaclm_dist.sweep.runner import BACKENDS, run_sweep
-from uaclm_dist.sweep.spec import SweepSpec, load_spec
+from uaclm_dist.sweep.spec import SweepSpec, load_spec, with_baseline
 from uaclm_dist.sweep.validate import CellCheck, check_base, check_cells, invalid
 
 __all__ = ["SWEEP_ARGUMENTS", "SWEEP_SUBCOMMANDS"]
@@ -134,6 +134,8 @@ def _collect(args: argparse.Namespace) -> int:
     from uaclm_dist.sweep.study import aggregate_over_seeds
 
     spec = load_spec(args.spec)
+    if args.baseline is not None:
+        spec = with_baseline(spec, args.baseline)
     all_cells = expand_cells(spec)
     collected = collect(spec, all_cells)
     study = aggregate_over_seeds(collected.frame, collected.axis_columns, collected.scores)
@@ -188,9 +190,17 @@ def _run_arguments(sub: argparse.ArgumentParser) -> None:
                      help="run only these cells (id or its 8-digit hash, as `sweep plan` shows)")
 
 
+def _collect_arguments(sub: argparse.ArgumentParser) -> None:
+    _spec_argument(sub)
+    sub.add_argument("--baseline", metavar="KEY=VALUE", default=None,
+                     help="compare every cell with the cell that has this axis value (same "
+                          "other values and seed) instead of the spec's baseline, e.g. "
+                          "--baseline data.loss_on=all")
+
+
 #: ``sweep <action>`` -> adds its arguments (merged into :data:`uaclm_dist.cli.ARGUMENTS`).
 SWEEP_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "sweep plan": _spec_argument,
     "sweep run": _run_arguments,
-    "sweep collect": _spec_argument,
+    "sweep collect": _collect_arguments,
 }

@@ -33,17 +33,18 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from uaclm_dist.config import REPO_ROOT, ConfigError, valid_keys
+from uaclm_dist.config import REPO_ROOT, ConfigError, parse_overrides, valid_keys
 from uaclm_dist.config.errors import did_you_mean, suggest
 from uaclm_dist.config.introspect import is_dict, iter_fields
 
-__all__ = ["Axis", "SweepSpec", "SweepSpecError", "load_spec", "parse_spec", "config_key_problem"]
+__all__ = ["Axis", "SweepSpec", "SweepSpecError", "config_key_problem", "load_spec", "parse_spec",
+           "with_baseline"]
 
 #: Every top-level field of a spec.
 SPEC_FIELDS = ("name", "base", "description", "axes", "seeds", "overrides", "evaluate",
@@ -365,6 +366,21 @@ def parse_spec(data: dict[str, Any], spec_path: Path) -> SweepSpec:
                      overrides=overrides, evaluate=evaluate, eval_args=eval_args,
                      output_dir=Path(output_dir).expanduser().resolve(),
                      description=description, baseline=baseline)  # fmt: skip
+
+
+def with_baseline(spec: SweepSpec, text: str) -> SweepSpec:
+    """``spec`` with the baseline ``KEY=VALUE`` (``sweep collect --baseline``; the value is YAML,
+    as in an override) instead of its own; :class:`SweepSpecError` naming the flag when it is
+    not one of the spec's axis values."""
+    label = f"{spec.path} (--baseline {text})"
+    pairs, problems = parse_overrides([text])
+    if problems:
+        raise SweepSpecError(label, [p.replace("override", "--baseline", 1) for p in problems])
+    key, value = pairs[0]
+    baseline = _baseline({key: value}, spec.axes, problems)
+    if problems:
+        raise SweepSpecError(label, problems)
+    return replace(spec, baseline=baseline)
 
 
 def load_spec(path: str | Path) -> SweepSpec:
