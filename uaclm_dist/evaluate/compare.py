@@ -283,7 +283,9 @@ def _paired(
     return paired_bootstrap_diff(q.fn, a, b, df=df, strata=joint, **kw)
 
 
-def _verdict(judged: bool, p: float, alpha: float) -> str:
+def verdict(judged: bool, p: float, alpha: float) -> str:
+    """``TOO_FEW`` unless ``judged``; ``"n/a"`` without a finite p; else ``"yes"`` when
+    p < alpha, ``"no"`` otherwise."""
     if not judged:
         return TOO_FEW
     if not np.isfinite(p):
@@ -353,7 +355,7 @@ def compare_methods(
                     "quantity": name,
                     **d._asdict(),
                     "excludes_zero": bool(np.isfinite(d.low) and (d.low > 0 or d.high < 0)),
-                    "verdict": _verdict(smallest >= MIN_CLASS_COUNT, d.p_value, alpha),
+                    "verdict": verdict(smallest >= MIN_CLASS_COUNT, d.p_value, alpha),
                     "interval": q.interval,
                     "n_correct": counts.loc[method, "n_correct"],
                     "n_incorrect": counts.loc[method, "n_incorrect"],
@@ -368,7 +370,7 @@ def compare_methods(
     diffs = pd.DataFrame(rows, columns=columns)
     diffs["p_holm"] = holm(diffs["p_value"].to_numpy(dtype=np.float64))
     diffs["verdict_holm"] = [
-        _verdict(j, p, alpha) for j, p in zip(diffs["judged"], diffs["p_holm"], strict=True)
+        verdict(j, p, alpha) for j, p in zip(diffs["judged"], diffs["p_holm"], strict=True)
     ]
     return Comparison(
         table=table,

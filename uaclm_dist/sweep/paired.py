@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from uaclm_dist.evaluate.compare import TOO_FEW, compare_methods
+from uaclm_dist.evaluate.compare import TOO_FEW, compare_methods, verdict
 from uaclm_dist.evaluate.correctness import DEFAULT_THRESHOLD
 from uaclm_dist.evaluate.intervals import holm
 from uaclm_dist.evaluate.method_files import PER_EXAMPLE
@@ -186,7 +186,7 @@ def paired_differences(spec: SweepSpec, cells: list[Cell], scores: Sequence[str]
     frame = pd.DataFrame(rows, columns=[*other_axes, *FRAME_COLUMNS[:-2]])
     frame["p_holm"] = holm(frame["p_value"].to_numpy(dtype=np.float64))
     frame["verdict_holm"] = [  # the unadjusted verdict says whether the pair is judged at all
-        v if v in (TOO_FEW, "n/a") else ("yes" if p < alpha else "no")
+        verdict(v != TOO_FEW, p, alpha)
         for v, p in zip(frame["verdict"], frame["p_holm"], strict=True)
     ]
     return PairedDifferences(key, baseline_text, other_axes, frame, skipped, alpha)
