@@ -45,15 +45,15 @@ def test_a_skip_with_a_finite_loss_counts_too():
 
 def test_non_finite_trainable_weights_are_never_checkpointed():
     module = torch.nn.Linear(3, 2)
-    assert_finite_trainable(module, torch.device("cpu"))
+    assert_finite_trainable(module)
     module.bias.requires_grad_(False)
     with torch.no_grad():
         module.bias[0] = float("nan")  # frozen: not checked
-    assert_finite_trainable(module, torch.device("cpu"))
+    assert_finite_trainable(module)
     with torch.no_grad():
         module.weight[1, 2] = float("inf")
     with pytest.raises(NonFiniteError, match="refusing to checkpoint"):
-        assert_finite_trainable(module, torch.device("cpu"))
+        assert_finite_trainable(module)
 
 
 def test_abort_record_round_trip_and_kept_on_resume(tmp_path):

@@ -29,7 +29,7 @@ def test_reduce_averages_losses_and_any_terms_and_weights_entropies_by_tokens():
     metrics = StepMetrics()
     metrics.add(_output(2.0, [1.0, 3.0], [True, False], clm=1.0, my_term=4.0))
     metrics.add(_output(4.0, [5.0], [True], clm=3.0, my_term=0.0))
-    out = metrics.reduce()  # no process group: this rank alone
+    out = metrics.metrics(metrics.reduce().tolist())  # no process group: this rank alone
     assert out["loss"] == 3.0 and out["loss_clm"] == 2.0 and out["loss_my_term"] == 2.0
     assert (out["n_tokens"], out["n_correct"], out["n_incorrect"]) == (3.0, 2.0, 1.0)
     assert out["entropy_correct"] == pytest.approx(3.0)  # (1 + 5) / 2 correct tokens
@@ -40,6 +40,6 @@ def test_reduce_averages_losses_and_any_terms_and_weights_entropies_by_tokens():
 def test_a_step_without_incorrect_tokens_reports_nan_not_zero():
     metrics = StepMetrics()
     metrics.add(_output(1.0, [0.5], [True]))
-    out = metrics.reduce()
+    out = metrics.metrics(metrics.reduce().tolist())
     assert math.isnan(out["entropy_incorrect"]) and out["n_incorrect"] == 0.0
     assert not any(k.startswith("loss_") for k in out)

@@ -6,6 +6,7 @@ objectives in :mod:`.objectives` all speak in these terms.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -96,9 +97,10 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def masked_mean_or_nan(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Detached mean of ``x`` over ``mask``; NaN when the mask is empty (diagnostics only)."""
     x = x.detach()
-    if not bool(mask.any()):
-        return torch.tensor(float("nan"), dtype=x.dtype)
-    return x[mask].mean()
+    count = mask.sum()
+    total = torch.where(mask, x, torch.zeros_like(x)).sum()
+    # no host sync (``if mask.any()`` would wait for the device every micro-batch)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
 
 
 def diagnostics(stats: TokenStats) -> dict[str, torch.Tensor]:
@@ -108,7 +110,8 @@ def diagnostics(stats: TokenStats) -> dict[str, torch.Tensor]:
     n_tokens = stats.valid.sum().to(dtype)
     n_correct = stats.correct.sum().to(dtype)
     prob_pred = stats.log_prob_pred.exp()
-    accuracy = n_correct / n_tokens if n_tokens > 0 else torch.tensor(float("nan"), dtype=dtype)
+    accuracy = torch.where(n_tokens > 0, n_correct / n_tokens.clamp(min=1),
+                           torch.full_like(n_tokens, math.nan))
     return dict(
         n_tokens=n_tokens,
         n_correct=n_correct,

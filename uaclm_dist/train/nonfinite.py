@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from uaclm_dist.exit_codes import CommandFailed
+from uaclm_dist.train.collectives import any_rank
 
 #: Written by rank 0 into the run folder when the guard stops training (the reason, as JSON):
 #: the workers end cleanly (Ray Train must not restart them into the same NaN) and the driver
@@ -95,7 +95,7 @@ def _local_values(param: torch.nn.Parameter) -> torch.Tensor:
     return (param if shard is None else shard).detach()
 
 
-def assert_finite_trainable(module: torch.nn.Module, device: torch.device) -> None:
+def assert_finite_trainable(module: torch.nn.Module) -> None:
     """Collective: raise :class:`NonFiniteError` on every rank if any rank holds a non-finite
     trainable parameter (its local shard under ZeRO-3)."""
     bad = any(
@@ -103,8 +103,5 @@ def assert_finite_trainable(module: torch.nn.Module, device: torch.device) -> No
         for p in module.parameters()
         if p.requires_grad
     )
-    flag = torch.tensor([1.0 if bad else 0.0], device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    if flag.item() > 0:
+    if any_rank(bad):
         raise NonFiniteError("a trainable parameter is not finite: refusing to checkpoint it")

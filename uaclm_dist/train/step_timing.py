@@ -16,7 +16,9 @@ Phases (seconds per optimizer step, summed over its micro-batches):
   and is not separated.
 
 On an accelerator every boundary synchronizes the device (``synchronize``), so a phase holds
-its kernels rather than their launches; on CPU that is a no-op.
+its kernels rather than their launches; on CPU that is a no-op. Those synchronizations cost the
+overlap of host and device, so the training loop times its logging steps only
+(``PhaseClock.enabled``); :class:`StepWindow` keeps the steps between two rows.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
-__all__ = ["PHASES", "PhaseClock"]
+__all__ = ["PHASES", "PhaseClock", "StepWindow"]
 
 PHASES = ("data", "forward", "loss", "backward", "optimizer", "comm")
 
@@ -44,11 +47,15 @@ class PhaseClock:
         self._synchronize = synchronize or (lambda: None)
         self._clock = clock
         self.seconds = dict.fromkeys(PHASES, 0.0)
+        self.enabled = True  # False: phases run untimed and unsynchronized
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         if name not in self.seconds:
             raise KeyError(f"unknown phase {name!r}; phases: {', '.join(PHASES)}")
+        if not self.enabled:
+            yield
+            return
         self._synchronize()
         start = self._clock()
         try:
@@ -69,3 +76,44 @@ class NoClock(PhaseClock):
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         yield
+
+
+@dataclass
+class WindowTimes:
+    """The steps since the last metrics row: how many, their host seconds, and the summed
+    phases of the timed ones (None when none was timed)."""
+
+    steps: int
+    seconds: float
+    timed_steps: int
+    phases: dict[str, float] | None
+
+
+class StepWindow:
+    """Host seconds and timed phases of the optimizer steps since the last metrics row.
+
+    A step's host seconds end when its work is queued, not done; the row that reads the
+    device's numbers adds the time it waited for them (``extra_seconds``), so the window's
+    total is the wall time of its steps.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.steps, self.seconds, self.timed_steps = 0, 0.0, 0
+        self.phases: dict[str, float] | None = None
+
+    def add(self, *, seconds: float, phases: dict[str, float] | None) -> None:
+        self.steps += 1
+        self.seconds += seconds
+        if phases is not None:
+            self.timed_steps += 1
+            self.phases = {p: (self.phases or {}).get(p, 0.0) + v for p, v in phases.items()}
+
+    def take(self, extra_seconds: float = 0.0) -> WindowTimes:
+        """The window so far (with ``extra_seconds`` added), and start a new one."""
+        out = WindowTimes(max(1, self.steps), self.seconds + extra_seconds, self.timed_steps,
+                          self.phases)  # fmt: skip
+        self._reset()
+        return out

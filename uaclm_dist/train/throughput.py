@@ -72,7 +72,9 @@ def throughput_summary(rows: list[dict], setup: dict[str, Any] | None) -> dict[s
     # world size changes both per step); rows without them: this run's world and peak
     worker_seconds = delta("cum_worker_seconds") or seconds * world
     peak_flop = delta("cum_peak_flop") or (seconds * world * peak if peak else 0.0)
-    phases = {p: delta(f"cum_{p}_s") / steps for p in PHASES} if steps else {}
+    # phases are timed on logging steps only (cum_timed_steps); older rows timed every step
+    timed = delta("cum_timed_steps") or steps
+    phases = {p: delta(f"cum_{p}_s") / timed for p in PHASES} if timed else {}
     step_s = seconds / steps if steps else None
     if step_s is not None:
         phases["other"] = max(0.0, step_s - sum(phases.values()))
