@@ -3,6 +3,7 @@ written in the same official formats)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,11 @@ def test_paper_recipe_is_valid_and_follows_the_paper(path):
     method = ("clm+ua" if vision else "ua_clm") if path.stem.endswith("uaclm") else "clm"
     assert cfg.objective.name == method
     assert cfg.objective.implementation == "vocab_parallel"
+    # the paper's ~2 sequences per step on 2 workers, ZeRO-2 with overlapped reduction
+    assert cfg.optim.global_batch_size == 2 and cfg.optim.grad_accumulation == 1
+    assert cfg.distributed.num_workers == 2 and cfg.distributed.zero_stage == 2
+    ds = json.loads((REPO / cfg.distributed.deepspeed_config).read_text())
+    assert ds["zero_optimization"]["overlap_comm"] is True
     if vision:
         assert cfg.model.family == "vision_lm"
         assert (cfg.objective.beta_start, cfg.objective.beta_end,

@@ -249,15 +249,20 @@ def test_scaling_specs_validate_every_cell(name, n_cells):
     assert len(checks) == n_cells and invalid(checks) == []
 
 
-def test_the_paper_sizes_spec_expands_to_the_recipes_layouts():
+def test_the_paper_sizes_spec_expands_to_the_recipes_layout():
+    import yaml
+
     spec = load_spec(REPO_ROOT / "configs/sweeps/paper_7b_13b.yaml")
     cells = [dict(c.assignment) for c in expand_cells(spec)]
     assert len(cells) == 4 and spec.evaluate and spec.eval_args == ("--base",)
-    by_model = {c["model.name_or_path"]: c for c in cells if c["objective.name"] == "clm"}
-    assert by_model["meta-llama/Llama-2-13b-hf"]["distributed.num_workers"] == 8
-    assert by_model["meta-llama/Llama-2-13b-hf"]["distributed.zero_stage"] == 3
-    assert by_model["meta-llama/Llama-2-7b-hf"]["distributed.deepspeed_config"] == \
-        "ds_configs/zero2.json"
+    assert {(c["model.name_or_path"], c["objective.name"]) for c in cells} == {
+        (m, o) for m in ("meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-13b-hf")
+        for o in ("clm", "ua_clm")}
+    # both sizes train as the paper recipes do: 2 workers, ZeRO-2, the paper's global batch
+    base = yaml.safe_load((REPO_ROOT / spec.base).read_text())
+    assert base["distributed"]["num_workers"] == 2 and base["distributed"]["zero_stage"] == 2
+    assert base["distributed"]["deepspeed_config"] == "ds_configs/zero2_overlap.json"
+    assert base["optim"]["global_batch_size"] == 2
 
 
 @pytest.mark.parametrize("value", [1e-5, 2.0e-4, "clm+ua", "null", "1", "", None, True, 64,

@@ -103,3 +103,19 @@ def test_resume_refuses_another_global_batch(saved_run, overrides):
 
 def test_resume_accepts_other_output_dir(saved_run, tmp_path):
     assert rd.open_resumed_run_dir(config(tmp_path / "x"), saved_run)[1] == "abc123def456"
+
+
+def test_a_global_batch_recipe_resumes_on_another_world_size_with_the_same_batch(tmp_path):
+    """optim.global_batch_size: the accumulation is derived for each world size, so a run
+    started on 4 workers resumes on 1 or 2 with the same 8 sequences per step, not on 3."""
+    recipe = ["optim.global_batch_size=8", "optim.micro_batch_size=2"]
+    first = config(tmp_path / "run", *recipe, "distributed.num_workers=4")
+    assert first.optim.grad_accumulation == 1
+    out, _ = rd.prepare_new_run_dir(first)
+    rd.write_run_info(out, first, "abc123def456", {"world_size": 4})
+    for workers, accumulation in ((1, 4), (2, 2)):
+        resumed = config(out, *recipe, f"distributed.num_workers={workers}")
+        assert resumed.optim.grad_accumulation == accumulation
+        assert rd.open_resumed_run_dir(resumed, out)[1] == "abc123def456"
+    with pytest.raises(ConfigError, match=r"optim\.global_batch_size 8 does not divide"):
+        config(out, *recipe, "distributed.num_workers=3")
