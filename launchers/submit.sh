@@ -66,15 +66,20 @@ job_id="${UACLM_JOB_ID:-uaclm-train-$(date +%Y%m%d-%H%M%S)-$(od -An -tx1 -N3 /de
 # RAY_OVERRIDE_JOB_RUNTIME_ENV=1: `uaclm train` calls ray.init(runtime_env=...) with some of the
 # same env var keys; without it Ray refuses to merge the two ("Failed to merge the Job's
 # runtime env"). Merging is per env var, and the job's working_dir is kept.
+# The submitter's Hugging Face cache variables travel with the job (the models are where the
+# submitter keeps them, e.g. gated Llama-2 weights under a shared HF_HOME).
 runtime_env="$(python - <<'PY'
 import json
+import os
 
 print(json.dumps({
     "excludes": ["/.git", "/.venv", "/data", "/checkpoints", "/runs", "/wandb", "/outputs",
                  "__pycache__", "/.pytest_cache", "/.ruff_cache", "/.bench", "/*.egg-info",
                  "/slurm-*.out"],
     "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_AUTH_MODE": "token",
-                 "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1"},
+                 "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1",
+                 **{k: os.environ[k] for k in ("HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE")
+                    if os.environ.get(k)}},
 }))
 PY
 )"

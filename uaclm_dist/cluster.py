@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
 from uaclm_dist.config import RunConfig
-from uaclm_dist.faults import HANG_IN_CHECKPOINT_ENV, KILL_GENERATION_ACTOR_ENV
+from uaclm_dist.faults import FAIL_SETUP_ENV, HANG_IN_CHECKPOINT_ENV, KILL_GENERATION_ACTOR_ENV
 
 #: Ray Train's switch of its PreemptionWatcher actor (watches Ray node drains).
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
@@ -32,8 +32,13 @@ PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
 
 #: Driver environment variables handed on to every Ray worker and actor, when set.
-PASSTHROUGH_ENV = ("UACLM_CACHE", "WANDB_DIR", "WANDB_MODE", PREEMPTION_WATCHER_ENV,
-                   PRINT_PATCH_ENV, HANG_IN_CHECKPOINT_ENV, KILL_GENERATION_ACTOR_ENV)  # fmt: skip
+#: The Hugging Face cache variables are among them: the driver found the model in that cache
+#: (:mod:`uaclm_dist.modeling.source`), and a worker started by a cluster launched earlier would
+#: otherwise look in its own default cache.
+HF_CACHE_ENV = ("HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE")
+PASSTHROUGH_ENV = ("UACLM_CACHE", "WANDB_DIR", "WANDB_MODE", *HF_CACHE_ENV,
+                   PREEMPTION_WATCHER_ENV, PRINT_PATCH_ENV, HANG_IN_CHECKPOINT_ENV,
+                   KILL_GENERATION_ACTOR_ENV, FAIL_SETUP_ENV)  # fmt: skip
 
 #: Environment every Ray worker and actor gets: offline hub, no tokenizer thread pools.
 FIXED_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -10,6 +10,8 @@ so the restarted worker does not hang again.
 
 ``UACLM_FAULT_KILL_GENERATION_ACTOR=MARKER``: see :func:`kill_generation_actor_once`.
 
+``UACLM_FAULT_FAIL_SETUP_ON_RANK=RANK``: see :func:`fail_setup_on_rank`.
+
 The drivers hand both variables on to Ray workers and actors
 (:data:`uaclm_dist.cluster.PASSTHROUGH_ENV`).
 """
@@ -25,6 +27,7 @@ from uaclm_dist.train.manifest import BeforeFileHook
 
 HANG_IN_CHECKPOINT_ENV = "UACLM_FAULT_HANG_IN_CHECKPOINT"
 KILL_GENERATION_ACTOR_ENV = "UACLM_FAULT_KILL_GENERATION_ACTOR"
+FAIL_SETUP_ENV = "UACLM_FAULT_FAIL_SETUP_ON_RANK"
 
 
 def hang_marker(out_dir: Path, next_step: int, rank: int) -> Path:
@@ -76,3 +79,17 @@ def kill_generation_actor_once() -> None:
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fail_setup_on_rank(out_dir: Path, rank: int) -> None:
+    """``UACLM_FAULT_FAIL_SETUP_ON_RANK=RANK``: rank RANK raises while it sets up (a model or
+    config only a worker can find wrong), after counting the attempt in
+    ``RUN_DIR/faults/setup-attempts-rank{RANK}`` (one line per attempt)."""
+    target = os.environ.get(FAIL_SETUP_ENV, "")
+    if not target or int(target) != rank:
+        return
+    counter = Path(out_dir) / "faults" / f"setup-attempts-rank{rank}"
+    counter.parent.mkdir(parents=True, exist_ok=True)
+    with counter.open("a") as f:
+        f.write(f"{os.getpid()}\n")
+    raise RuntimeError(f"fault injection: rank {rank} fails while setting up")

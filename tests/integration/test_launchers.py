@@ -270,9 +270,13 @@ def test_ray_job_submit_to_a_local_head_with_token_auth_succeeds(state):
         assert not not_run.exists()
         out = state / "submitted"
         # fake credentials in the submitter's environment must not travel with the job
+        # ... and the submitter's Hugging Face cache must (where gated weights are kept)
+        hf_home = state / "hf-home"
+        hf_home.mkdir()
         proc = cf.run([str(REPO / "launchers" / "submit.sh"), head.dashboard,
                        "configs/tiny_test.yaml", "optim.max_steps=4",
-                       f"logging.output_dir={out}"], env={**env, **cf.FAKE_SECRETS}, timeout=300,
+                       f"logging.output_dir={out}"],
+                      env={**env, **cf.FAKE_SECRETS, "HF_HOME": str(hf_home)}, timeout=300,
                       cwd=state)  # fmt: skip
         job_id = re.search(r"submitted: (\S+)", proc.stdout).group(1)
         assert "ray job logs -f" in proc.stdout and "ray job stop" in proc.stdout
@@ -304,6 +308,7 @@ def test_ray_job_submit_to_a_local_head_with_token_auth_succeeds(state):
         job_info = cf.run([str(VENV_BIN / "python"), "-c", JOB_INFO, head.dashboard, job_id],
                           env=env, timeout=120).stdout  # fmt: skip
         assert "working_dir" in job_info  # the recorded runtime env
+        assert json.loads(job_info)["runtime_env"]["env_vars"]["HF_HOME"] == str(hf_home)
         token = Path(env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
         secrets = (*cf.FAKE_SECRETS.values(), token)
         assert not [v[:8] for v in secrets if v in job_info + logs], "a secret reached the job"

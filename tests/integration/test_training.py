@@ -7,6 +7,7 @@ cluster, so runs cannot leak state into each other or into the test process.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -53,6 +54,22 @@ def adapter_tensors(out: Path) -> dict[str, torch.Tensor]:
     return load_file(str(out / "adapter" / "adapter_model.safetensors"))
 
 
+def checkpointed_module_keys(out: Path) -> set[str]:
+    """The module state keys in every rank's DeepSpeed model-states file of every kept
+    checkpoint (ZeRO-2: mp_rank_00_model_states.pt; ZeRO-3: zero_pp_rank_R_...)."""
+    files = sorted((out / "ray").rglob("*model_states.pt"))
+    assert files, f"no DeepSpeed model states under {out / 'ray'}"
+    keys: set[str] = set()
+    for f in files:
+        keys |= set(torch.load(f, map_location="cpu", weights_only=False)["module"])
+    return keys
+
+
+def assert_checkpoints_hold_trainable_state_only(out: Path) -> None:
+    keys = checkpointed_module_keys(out)
+    assert keys and all("lora_" in k for k in keys), sorted(keys)[:10]
+
+
 #: The probe settings both module runs share (so their step-0 probes must agree).
 PROBE = ("logging.probe_examples=8",)
 
@@ -80,6 +97,7 @@ def test_zero2_qlora_two_workers_learns_and_saves_a_loadable_adapter(zero2_clm):
     last = sum(r["loss"] for r in rows[-4:]) / 4
     assert last < first - 0.1, f"loss did not decrease: {first:.3f} -> {last:.3f}"
     assert all(r["n_correct"] + r["n_incorrect"] == r["n_tokens"] for r in rows)
+    assert_checkpoints_hold_trainable_state_only(out)  # no 4-bit quantization state
     # LoRA B starts at zero; training must have moved it.
     tensors = adapter_tensors(out)
     lora_b = [t for k, t in tensors.items() if "lora_B" in k]
@@ -113,6 +131,28 @@ def test_zero3_qlora_saves_the_adapter_the_workers_held(zero3_ua_clm):
     l1 = float(sum(t.float().abs().sum() for t in tensors.values()))
     assert l1 == pytest.approx(summary["adapter_l1"], rel=1e-6)
     assert any(t.abs().sum() > 0 for k, t in tensors.items() if "lora_B" in k)
+    assert_checkpoints_hold_trainable_state_only(out)
+
+
+def test_zero3_builds_an_unquantized_model_partitioned_while_it_loads(tmp_path):
+    """ZeRO-3 the documented way: no device_map, a live HfDeepSpeedConfig, so from_pretrained
+    builds the unquantized base under deepspeed.zero.Init; it then trains."""
+    out = tmp_path / "z3-full"
+    summary = train(out, "model.quantization.method=none", "model.dtype=float32",
+                    "optim.max_steps=3", "logging.probe_examples=0", *ZERO[3])  # fmt: skip
+    assert summary["steps_done"] == 3
+    setup = json.loads((out / "compute.json").read_text())
+    assert setup["zero_stage"] == 3 and setup["partitioned_at_load"] == 1.0
+    assert all(math.isfinite(r["loss"]) for r in metrics(out))
+    assert_checkpoints_hold_trainable_state_only(out)
+
+
+def test_the_4bit_zero3_and_zero2_bases_are_not_partitioned_before_the_engine(zero2_clm,
+                                                                               zero3_ua_clm):
+    # transformers loads 4-bit weights outside zero.Init; ZeRO-3 shards them in initialize
+    for out, stage in ((zero2_clm[0], 2), (zero3_ua_clm[0], 3)):
+        setup = json.loads((out / "compute.json").read_text())
+        assert (setup["zero_stage"], setup["partitioned_at_load"]) == (stage, 0.0)
 
 
 EXACT = ("model.quantization.method=none", "model.dtype=float32", "model.lora.dropout=0.0",
@@ -268,3 +308,19 @@ def _kill_when_hung(marker: Path, timeout: float = 600) -> None:
             os.kill(int(marker.read_text()), signal.SIGKILL)
             return
         time.sleep(0.05)
+
+
+def test_a_rank_that_fails_before_its_first_step_ends_the_run_without_retries(tmp_path):
+    """Ray Train would restart the worker group max_failures times, each loading the model to
+    fail the same way; a failure before the first optimizer step is recorded and every restart
+    fails at once, so the set-up runs once, and the driver names the rank and its error."""
+    out = tmp_path / "setup"
+    proc = uaclm("train", str(TINY), f"logging.output_dir={out}", "optim.max_steps=2",
+                 "distributed.max_failures=2", "logging.probe_examples=0",
+                 env={faults.FAIL_SETUP_ENV: "1"})  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-4000:]
+    assert ("uaclm: error: rank 1 failed before its first optimizer step" in proc.stderr
+            and "fault injection: rank 1 fails while setting up" in proc.stderr), proc.stderr
+    attempts = (out / "faults" / "setup-attempts-rank1").read_text().splitlines()
+    assert len(attempts) == 1, attempts  # not retried: the restarts failed before set-up
+    assert json.loads((out / "setup_failed.rank1.json").read_text())["rank"] == 1

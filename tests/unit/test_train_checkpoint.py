@@ -40,6 +40,7 @@ class FakeEngine:
     def __init__(self, load_result=("some/path", {})):
         self.calls: list[tuple] = []
         self.load_result = load_result
+        self.module = torch.nn.Linear(2, 2)
 
     def save_checkpoint(self, save_dir, **kwargs):
         self.calls.append(("save", save_dir, kwargs))
@@ -121,3 +122,22 @@ def test_load_rank_files_restores_rng(tmp_path):
 def test_load_rank_files_raises_when_deepspeed_finds_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="DeepSpeed found no checkpoint"):
         ckpt.load_rank_files(tmp_path, FakeEngine(load_result=(None, None)), rank=0)
+
+
+def test_the_checkpointed_module_state_holds_the_trainable_parameters_only():
+    """A 4-bit base writes its quantization state (absmax, quant_map, ...) beside the frozen
+    weights; DeepSpeed's exclude_frozen_parameters drops only the weights' names. Under
+    trainable_state_only the state dict DeepSpeed saves is the LoRA weights, nothing else."""
+    from uaclm_dist.modeling.loading import attach_lora, load_causal_lm
+
+    base = load_causal_lm("tiny-llama", dtype=torch.float32, quantization="nf4",
+                          compute_dtype=torch.float32, storage_dtype=torch.float32)
+    model = attach_lora(base, rank=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"],
+                        quantized=True)  # fmt: skip
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    everything = set(model.state_dict())
+    assert any(k.endswith(".absmax") or "quant_state" in k for k in everything)
+    with ckpt.trainable_state_only(model):
+        saved = set(model.state_dict())
+    assert saved == trainable and saved and all("lora_" in k for k in saved)
+    assert set(model.state_dict()) == everything  # the hook is gone afterwards

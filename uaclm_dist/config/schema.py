@@ -183,6 +183,13 @@ class ModelConfig(_Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass to save memory."
     )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa",
+        description="Attention kernel (transformers' attn_implementation): 'sdpa' = PyTorch's "
+        "scaled_dot_product_attention (flash / memory-efficient kernels on GPUs); "
+        "'flash_attention_2' = the flash-attn package (GPU workers with bf16/fp16 only; refused "
+        "when the package is not installed); 'eager' = the plain matmul reference.",
+    )
     trust_remote_code: bool = Field(
         False,
         description="Run Python code shipped with the model folder (its config's auto_map). "
@@ -356,7 +363,20 @@ class OptimConfig(_Section):
         None, ge=1, description="Stop after this many optimizer steps; overrides epochs."
     )
     micro_batch_size: int = Field(1, ge=1, description="Sequences per worker per forward pass.")
-    grad_accumulation: int = Field(2, ge=1, description="Micro-batches per optimizer step.")
+    global_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Sequences per optimizer step over all workers: a property of the recipe, "
+        "the same on any number of workers. optim.grad_accumulation is then derived "
+        "(global_batch_size / (micro_batch_size x distributed.num_workers), which must divide). "
+        "null: global batch = micro_batch_size x grad_accumulation x num_workers.",
+    )
+    grad_accumulation: int = Field(
+        2,
+        ge=1,
+        description="Micro-batches per worker per optimizer step (derived when "
+        "optim.global_batch_size is set; leave it out then).",
+    )
     grad_clip: float = Field(1.0, ge=0, description="Gradient-norm clip (0: no clipping).")
     max_skipped_in_a_row: int = Field(
         3,
@@ -551,12 +571,47 @@ class RunConfig(_Section):
             raise PydanticCustomError(CROSS_FIELD_ERROR, "{summary}", {
                 "summary": summary, "issues": issues,
             })
+        accumulation = derived_grad_accumulation(self)
+        if accumulation is not None:
+            self.optim.grad_accumulation = accumulation
         return self
+
+
+def derived_grad_accumulation(cfg: RunConfig) -> int | None:
+    """``optim.grad_accumulation`` implied by ``optim.global_batch_size`` (None when that is
+    unset or does not divide by micro batch x workers)."""
+    o, workers = cfg.optim, cfg.distributed.num_workers
+    if o.global_batch_size is None or o.global_batch_size % (o.micro_batch_size * workers):
+        return None
+    return o.global_batch_size // (o.micro_batch_size * workers)
+
+
+def _global_batch_issues(cfg: RunConfig) -> list[tuple[list[str], str]]:
+    o, workers = cfg.optim, cfg.distributed.num_workers
+    if o.global_batch_size is None:
+        return []
+    keys = ["optim.global_batch_size", "optim.micro_batch_size", "distributed.num_workers"]
+    per_pass = o.micro_batch_size * workers
+    if o.global_batch_size % per_pass:
+        fits = sorted({n for n in range(1, o.global_batch_size + 1)
+                       if o.global_batch_size % (o.micro_batch_size * n) == 0})  # fmt: skip
+        return [(keys, f"optim.global_batch_size {o.global_batch_size} does not divide into "
+                       f"optim.micro_batch_size {o.micro_batch_size} x distributed.num_workers "
+                       f"{workers} = {per_pass} sequences per forward pass; with micro batch "
+                       f"{o.micro_batch_size} it fits num_workers in {fits}")]
+    derived = o.global_batch_size // per_pass
+    if "grad_accumulation" in o.model_fields_set and o.grad_accumulation != derived:
+        return [(["optim.grad_accumulation", "optim.global_batch_size"],
+                 f"optim.grad_accumulation {o.grad_accumulation} contradicts "
+                 f"optim.global_batch_size {o.global_batch_size} (which implies {derived} on "
+                 f"{workers} workers x micro batch {o.micro_batch_size}); leave "
+                 "optim.grad_accumulation out, it is derived")]
+    return []
 
 
 def cross_field_issues(cfg: RunConfig) -> list[tuple[list[str], str]]:
     """Rules that involve more than one field: (keys involved, message) per broken rule."""
-    issues: list[tuple[list[str], str]] = []
+    issues: list[tuple[list[str], str]] = _global_batch_issues(cfg)
     m, o, e = cfg.model, cfg.objective, cfg.eval
 
     if OBJECTIVE.registry().get(o.name).needs_full_vocab and o.implementation != "reference":
@@ -568,6 +623,15 @@ def cross_field_issues(cfg: RunConfig) -> list[tuple[list[str], str]]:
                        "model.quantization.method 'nf4' needs model.lora.enabled: true (4-bit base "
                        "weights are frozen); use model.quantization.method=none for full "
                        "fine-tuning"))
+    if m.attn_implementation == "flash_attention_2":
+        if cfg.distributed.gpus_per_worker == 0:
+            issues.append((["model.attn_implementation", "distributed.gpus_per_worker"],
+                           "model.attn_implementation 'flash_attention_2' runs on GPUs only "
+                           "(distributed.gpus_per_worker is 0); use 'sdpa'"))
+        if m.dtype == "float32":
+            issues.append((["model.attn_implementation", "model.dtype"],
+                           "model.attn_implementation 'flash_attention_2' takes bfloat16 or "
+                           "float16 (model.dtype is float32); use 'sdpa'"))
     tiny = m.tiny
     if tiny.hidden_size % tiny.num_heads:
         issues.append((["model.tiny.hidden_size", "model.tiny.num_heads"],

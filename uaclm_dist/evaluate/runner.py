@@ -188,6 +188,7 @@ def run_evaluation(
     ``verbose``: Ray's and the actors' output on the console rather than in ``OUT/logs/``.
     """
     from uaclm_dist.modeling.families import load_tokenizer_for
+    from uaclm_dist.modeling.source import check_attention_kernel, locate_model
 
     run_folder = Path(cfg.logging.output_dir)
     if not adapters and not include_base:
@@ -199,6 +200,10 @@ def run_evaluation(
         raise ConfigError(f"method names must be unique, got {names} (use NAME=PATH)")
     if baseline is not None and baseline not in names:
         raise ConfigError(f"--baseline {baseline}: not one of the evaluated methods {names}")
+    locate_model(cfg.model.name_or_path)  # exit 2 within seconds, before any Ray process
+    check_attention_kernel(cfg.model.attn_implementation)
+    if cfg.eval.clusterer == "nli":
+        locate_model(cfg.eval.nli_model_path, key="eval.nli_model_path")
     check_cluster(cfg, "eval")
     check_eval_dir(out_dir or run_folder / "eval")
     examples = select_eval_examples(cfg, methods, allow_train_overlap=allow_train_overlap)

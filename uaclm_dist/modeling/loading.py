@@ -398,6 +398,7 @@ def load_causal_lm(
     seed: int = 0,
     device_map: str | dict | None = None,
     trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
 ) -> PreTrainedModel:
     """Load a causal LM, optionally in 4-bit NF4 (bitsandbytes), always via ``from_pretrained``.
 
@@ -414,6 +415,8 @@ def load_causal_lm(
             (bitsandbytes 0.50 runs NF4 on CPU). Set ``torch.cuda.set_device(local_rank)`` first.
         trust_remote_code: run model code shipped in the folder (``auto_map``); off, such a
             model is refused (transformers raises) before any of that code runs.
+        attn_implementation: transformers' attention kernel (``sdpa``, ``eager``,
+            ``flash_attention_2``); None: transformers' default.
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
@@ -425,6 +428,8 @@ def load_causal_lm(
         )
     if device_map is not None:
         kwargs["device_map"] = device_map
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     disable_cpu_repacking(model)
     return model

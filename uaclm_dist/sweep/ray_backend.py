@@ -25,6 +25,7 @@ mode; credentials in this shell are never forwarded (the cluster keeps its own t
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -66,13 +67,19 @@ def check_ray_spec(spec: SweepSpec) -> str:
 
 
 def job_runtime_env() -> dict[str, Any]:
+    """The jobs' runtime env: the repository, offline hub, token auth, and the submitter's
+    Hugging Face cache variables (the job's driver and its workers look where the submitter
+    keeps the models)."""
+    from uaclm_dist.cluster import HF_CACHE_ENV
+
     return {
         "working_dir": str(REPO_ROOT),
         "excludes": list(JOB_EXCLUDES),
         "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                      "RAY_AUTH_MODE": "token",
                      # `uaclm train` calls ray.init(runtime_env=...) with some of the same keys
-                     "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1"},
+                     "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1",
+                     **{k: os.environ[k] for k in HF_CACHE_ENV if os.environ.get(k)}},
     }  # fmt: skip
 
 

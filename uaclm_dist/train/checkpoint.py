@@ -17,6 +17,8 @@ One checkpoint directory (what every rank writes into its own local folder befor
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +58,33 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@contextmanager
+def trainable_state_only(module: torch.nn.Module) -> Iterator[None]:
+    """While active, ``module.state_dict()`` holds its trainable parameters only.
+
+    DeepSpeed's ``exclude_frozen_parameters`` drops the names of frozen *parameters*, but a
+    4-bit layer also writes its quantization state (``.absmax``, ``.quant_map``,
+    ``.nested_absmax``, ``.quant_state.bitsandbytes__nf4``) as extra state, which every rank
+    would then write into every checkpoint. The frozen base is reloaded from the model source.
+    """
+    keep = {name for name, p in module.named_parameters() if p.requires_grad}
+
+    def drop_frozen(_module, state_dict, prefix, _metadata):
+        for key in [k for k in state_dict if k[len(prefix):] not in keep]:
+            del state_dict[key]
+
+    handle = module.register_state_dict_post_hook(drop_frozen)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def save_rank_files(directory: Path, engine, rank: int) -> None:
-    """Collective: every rank writes its DeepSpeed shard and RNG state under ``directory``."""
-    # The frozen (4-bit) base is reloaded from the model source, never copied into checkpoints.
-    engine.save_checkpoint(str(directory / "ds"), tag=DS_TAG, exclude_frozen_parameters=True)
+    """Collective: every rank writes its DeepSpeed shard (trainable state only) and RNG state
+    under ``directory``."""
+    with trainable_state_only(engine.module):
+        engine.save_checkpoint(str(directory / "ds"), tag=DS_TAG, exclude_frozen_parameters=True)
     (directory / "rng").mkdir(parents=True, exist_ok=True)
     torch.save(rng_state(), directory / "rng" / f"rank{rank}.pt")
 

@@ -27,6 +27,7 @@ def causal_lm_kwargs(model_cfg, device, seed: int) -> dict:
         seed=seed,
         device_map={"": device} if device is not None and device.type == "cuda" else None,
         trust_remote_code=model_cfg.trust_remote_code,
+        attn_implementation=model_cfg.attn_implementation,
     )
 
 

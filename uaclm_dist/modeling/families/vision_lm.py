@@ -237,7 +237,10 @@ class VisionLM(ModelFamily):
         path = resolve_vlm_path(model_cfg, seed)
         q = model_cfg.quantization
         kwargs: dict = {"dtype": getattr(torch, model_cfg.dtype),
-                        "trust_remote_code": model_cfg.trust_remote_code}  # fmt: skip
+                        "trust_remote_code": model_cfg.trust_remote_code,
+                        # the language model's kernel; the tower keeps transformers' choice
+                        # (MobileNetV2 has no attention, CLIP its own default)
+                        "attn_implementation": {"text_config": model_cfg.attn_implementation}}
         if q.method == "nf4":
             kwargs["quantization_config"] = nf4_config(
                 double_quant=q.double_quant, compute_dtype=getattr(torch, q.compute_dtype),
