@@ -110,22 +110,29 @@ def test_failed_ranks_reads_ray_trains_worker_failures():
 
 
 def test_training_worker_output_and_traceback_go_to_its_rank_log(tmp_path, monkeypatch, capfd):
-    import ray.train
-
+    from uaclm_dist.train import context as worker_context
     from uaclm_dist.train import worker
 
     class FailingWorker:
-        def __init__(self, plan):
+        first_step_done = False
+
+        def __init__(self, plan, context):
             os.write(1, b"DeepSpeed built\n")
 
         def run(self):
             raise RuntimeError("boom on rank 1")
 
-    context = types.SimpleNamespace(get_world_rank=lambda: 1)
-    monkeypatch.setattr(ray.train, "get_context", lambda: context)
+    def rank_one():
+        return types.SimpleNamespace(rank=1, world_size=2, device=None)
+
+    monkeypatch.setattr(worker_context, "RayTrainContext", rank_one)
     monkeypatch.setattr(worker, "TrainingWorker", FailingWorker)
+    plan = types.SimpleNamespace(output_dir=str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
     with pytest.raises(RuntimeError, match="boom on rank 1"):
-        worker.train_loop_per_worker({"plan": None, "log_dir": str(tmp_path)})
+        worker.train_loop_per_worker({"plan": plan, "log_dir": str(tmp_path)})
+    # failed before its first step: recorded, so that Ray's restarts do not set up again
+    assert (tmp_path / "run" / "setup_failed.rank1.json").exists()
     text = console.rank_log(tmp_path, 1).read_text()
     assert text.startswith("DeepSpeed built\n") and "RuntimeError: boom on rank 1" in text
     assert capfd.readouterr() == ("", "")

@@ -17,12 +17,14 @@ from typing import TextIO
 from uaclm_dist.config import ConfigError, RunConfig
 from uaclm_dist.config.preflight import check_cluster
 from uaclm_dist.losses.objectives import build_objective
+from uaclm_dist.modeling.source import check_attention_kernel, locate_model
 from uaclm_dist.train import run_dir as rd
 from uaclm_dist.train.checkpoint import latest_checkpoint, read_run_state
 from uaclm_dist.train.nonfinite import raise_if_aborted, set_aside_aborted
 from uaclm_dist.train.plan import TrainPlan
 from uaclm_dist.train.run_dir import STOP_FILE
 from uaclm_dist.train.schedule import steps_per_epoch, total_steps
+from uaclm_dist.train.setup_failure import raise_if_setup_failed, set_aside_setup_failures
 from uaclm_dist.train.sharding import wrapped_examples
 from uaclm_dist.train.summary import fmt, print_summary, summarize
 
@@ -177,9 +179,38 @@ def run_training(
     Ray's, DeepSpeed's and the workers' output on the console rather than in ``RUN_DIR/logs/``
     (:mod:`uaclm_dist.console`).
     """
+    run = prepare_run(cfg, resume_dir, stop_after_steps)
+    try:
+        result = _fit(run.plan, run.start_step, verbose=verbose)
+    except Exception as exc:
+        raise_if_setup_failed(run.out, cause=exc)
+        raise
+    return finish_run(run.out, result.metrics or {})
+
+
+@dataclass
+class PreparedRun:
+    """A run ready to start: its plan, folder and first step (:func:`prepare_run`)."""
+
+    plan: TrainPlan
+    out: Path
+    start_step: int
+
+
+def prepare_run(
+    cfg: RunConfig, resume_dir: str | None = None, stop_after_steps: int | None = None,
+    *, ray_cluster: bool = True,
+) -> PreparedRun:  # fmt: skip
+    """Everything the driver does before workers start: every check of the input (exit 2 on
+    bad input, nothing written), the data prepared, the run folder created or reopened, the
+    plan made. ``ray_cluster``: also check the Ray cluster the run will use (False: the
+    one-process harness, :mod:`uaclm_dist.train.local`)."""
     objective = build_objective(cfg.objective)
-    ship_by_value(objective)
-    check_cluster(cfg, "train")
+    locate_model(cfg.model.name_or_path)  # exit 2 within seconds, before any Ray process
+    check_attention_kernel(cfg.model.attn_implementation)
+    if ray_cluster:
+        ship_by_value(objective)
+        check_cluster(cfg, "train")
     if resume_dir:
         out, run_id = rd.open_resumed_run_dir(cfg, resume_dir)
     else:
@@ -229,11 +260,15 @@ def run_training(
         stop_at_step=start_step + stop_after_steps if stop_after_steps else None,
     )  # fmt: skip
     set_aside_aborted(out)
-    result = _fit(plan, start_step, verbose=verbose)
+    set_aside_setup_failures(out)
+    return PreparedRun(plan, out, start_step)
+
+
+def finish_run(out: Path, metrics: dict) -> dict:
+    """After the workers ended: the guard's abort as an error, else the summary (written to
+    ``summary.json`` and printed). ``metrics``: the last checkpoint's reported row."""
     raise_if_aborted(out)
-    metrics = result.metrics or {}
-    stopped = not metrics.get("final", False)
-    summary = summarize(out, metrics, stopped)
+    summary = summarize(out, metrics, stopped=not metrics.get("final", False))
     print_summary(summary)
     return summary
 
@@ -246,7 +281,7 @@ def _fit(plan: TrainPlan, start_step: int, *, verbose: bool = False):
     """
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
     from ray.train import RunConfig as RayRunConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from uaclm_dist.cluster import ray_session
     from uaclm_dist.console import LOG_DIR, driver_output, failed_ranks, failure_report
@@ -261,6 +296,7 @@ def _fit(plan: TrainPlan, start_step: int, *, verbose: bool = False):
         trainer = TorchTrainer(
             train_loop_on_worker,
             train_loop_config={"plan": plan, "log_dir": None if verbose else str(log_dir)},
+            torch_config=torch_config(ds, TorchConfig),
             scaling_config=ScalingConfig(
                 num_workers=ds.num_workers, use_gpu=ds.gpus_per_worker > 0,
                 resources_per_worker=resources,
@@ -283,6 +319,17 @@ def _fit(plan: TrainPlan, start_step: int, *, verbose: bool = False):
             raise
         finally:
             progress.close()
+
+
+def torch_config(ds, config_class=None):
+    """Ray Train's ``TorchConfig`` for the workers' process group: a backend for every device
+    kind they use (:func:`~uaclm_dist.train.collectives.process_group_backend`). Ray's own
+    default with GPUs is NCCL alone, which rejects the CPU tensors of host decisions."""
+    if config_class is None:
+        from ray.train.torch import TorchConfig as config_class
+    from uaclm_dist.train.collectives import process_group_backend
+
+    return config_class(backend=process_group_backend(use_gpu=ds.gpus_per_worker > 0))
 
 
 def _next_step(checkpoint_dir: Path) -> int:

@@ -7,26 +7,26 @@ also writes metrics.jsonl, probe.jsonl, W&B and the adapter.
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import resource
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import ray.train
 import torch
-import torch.distributed as dist
 
 from uaclm_dist.config import RunConfig
 from uaclm_dist.console import rank_log, redirect_fds
 from uaclm_dist.data.tokenize import collate
-from uaclm_dist.faults import checkpoint_write_hook
+from uaclm_dist.faults import checkpoint_write_hook, fail_setup_on_rank
 from uaclm_dist.train import checkpoint as ckpt
+from uaclm_dist.train import collectives
 from uaclm_dist.train.adapters import save_adapter, trainable_parameters
+from uaclm_dist.train.context import WorkerContext
 from uaclm_dist.train.ds_config import load_deepspeed_config
 from uaclm_dist.train.ds_ops import skip_cpu_shm_comm_op
 from uaclm_dist.train.flops import attention_shape, matmul_parameters, sequence_flops
@@ -50,10 +50,10 @@ from uaclm_dist.train.portable_state import (
 from uaclm_dist.train.probe import ProbeTokens, measure, summarize
 from uaclm_dist.train.run_dir import STOP_FILE
 from uaclm_dist.train.schedule import linear_warmup_decay
+from uaclm_dist.train.setup_failure import raise_if_failed_earlier, record_setup_failure
 from uaclm_dist.train.sharding import step_micro_batches
 from uaclm_dist.train.step_metrics import StepMetrics
-from uaclm_dist.train.step_timing import PHASES, PhaseClock
-from uaclm_dist.train.storage import publish_to_storage
+from uaclm_dist.train.step_timing import PHASES, PhaseClock, StepWindow
 from uaclm_dist.train.throughput import write_compute_setup
 
 
@@ -70,11 +70,66 @@ def peak_memory_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def engine_device(assigned: torch.device, deepspeed_device) -> torch.device:
+    """The device batches go to: DeepSpeed's, checked against the one the context assigned
+    (Ray Train's; a mismatch would put the batch on one GPU and the weights on another)."""
+    ds = torch.device(deepspeed_device) if deepspeed_device is not None else assigned
+    same_index = ds.index is None or assigned.index is None or ds.index == assigned.index
+    if ds.type != assigned.type or not same_index:
+        raise RuntimeError(f"DeepSpeed's device {ds} is not the assigned {assigned}: set "
+                           "LOCAL_RANK / CUDA_VISIBLE_DEVICES consistently")
+    return ds
+
+
+def zero3_construction(ds_config: dict):
+    """An ``HfDeepSpeedConfig`` for a ZeRO-3 config (None otherwise): while it lives,
+    ``from_pretrained`` builds unquantized models under ``deepspeed.zero.Init`` and PEFT reads
+    partitioned shapes. The caller keeps it alive until the model is built and wrapped."""
+    if ds_config.get("zero_optimization", {}).get("stage") != 3:
+        return None
+    from transformers.integrations import HfDeepSpeedConfig
+
+    return HfDeepSpeedConfig(ds_config)
+
+
+def partitioned_fraction(model: torch.nn.Module) -> float:
+    """Share of the frozen base parameters (by count) already partitioned by ZeRO-3 when the
+    model was built (``ds_id`` set before ``deepspeed.initialize``; the LoRA weights PEFT adds
+    afterwards are partitioned by the engine); recorded in ``compute.json``."""
+    total = partitioned = 0
+    for p in model.parameters():
+        if p.requires_grad:
+            continue
+        n = getattr(p, "ds_numel", None) or p.numel()
+        total += n
+        partitioned += n if hasattr(p, "ds_id") else 0
+    return partitioned / total if total else 0.0
+
+
+@dataclass
+class StepRecord:
+    """One optimizer step as the loop keeps it until a row is written: ``reduced`` is the
+    all-reduced sums (and tokens, FLOPs) still on the device."""
+
+    step: int
+    lr: float
+    reduced: torch.Tensor
+    step_metrics: StepMetrics
+    skipped: bool
+
+
 def build_training_model(cfg: RunConfig, rank: int, world: int, device: torch.device):
     """(Q)LoRA model of the configured family with its LM head replaced by this rank's shard.
 
     Returns ``(peft model, head shard, (trainable, total) parameter counts)``. The base model is
     built with ``cfg.optim.seed``, the seed evaluation uses too (:func:`load_model`).
+
+    Under ZeRO-3 the model is built the way transformers and PEFT document for DeepSpeed
+    ZeRO-3 (a live ``HfDeepSpeedConfig``, :func:`zero3_construction`; no ``device_map``): an
+    unquantized model is partitioned while it loads (``deepspeed.zero.Init``), so no rank ever
+    holds all of it; a 4-bit model loads quantized on the current device (transformers skips
+    ``zero.Init`` for quantized weights) with its storage dtype equal to the model dtype, which
+    ZeRO-3 then shards.
     """
     import logging
 
@@ -83,7 +138,10 @@ def build_training_model(cfg: RunConfig, rank: int, world: int, device: torch.de
     from uaclm_dist.modeling.sharded_head import ShardedLMHead, replace_lm_head
 
     family = family_of(cfg.model)
-    model = family.load(cfg.model, device, seed=cfg.optim.seed).model
+    zero3 = cfg.distributed.zero_stage == 3
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # where a load without device_map puts 4-bit weights
+    model = family.load(cfg.model, None if zero3 else device, seed=cfg.optim.seed).model
     disable_cpu_repacking(model)  # again, for any family loader that does not: see its doc
     sharded = cfg.objective.implementation == "vocab_parallel"
     head = ShardedLMHead.from_model(model, rank if sharded else 0, world if sharded else 1)
@@ -97,13 +155,6 @@ def build_training_model(cfg: RunConfig, rank: int, world: int, device: torch.de
     return model, head.to(device), (trainable, total)
 
 
-def all_ranks_agree(flag: bool, device: torch.device) -> bool:
-    """True on every rank if it is True on any rank (one MAX all-reduce)."""
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
 def train_loop_per_worker(loop_config: dict) -> None:
     """Ray Train entry point: ``loop_config["plan"]`` is the driver's :class:`TrainPlan`.
 
@@ -112,35 +163,59 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ``log_dir/rank{r}.log`` instead of Ray's forwarding to the driver's console. An error still
     reaches the driver through Ray Train (which then prints the log's tail).
     """
+    from uaclm_dist.train.context import RayTrainContext
+
+    context = RayTrainContext()
     log_dir = loop_config.get("log_dir")
     if not log_dir:
-        TrainingWorker(loop_config["plan"]).run()
+        run_rank(loop_config["plan"], context)
         return
-    with redirect_fds(rank_log(log_dir, ray.train.get_context().get_world_rank())):
+    with redirect_fds(rank_log(log_dir, context.rank)):
         try:
-            TrainingWorker(loop_config["plan"]).run()
+            run_rank(loop_config["plan"], context)
         except BaseException:  # the traceback in the rank's log, next to what led to it
             os.write(2, traceback.format_exc().encode(errors="replace"))
             raise
 
 
+def run_rank(plan: TrainPlan, context: WorkerContext) -> None:
+    """Set up and train this rank (under Ray Train or :class:`~.context.LocalContext`). A
+    failure before its first optimizer step is recorded so that the restarts Ray Train makes
+    fail at once (:mod:`.setup_failure`)."""
+    out_dir = Path(plan.output_dir)
+    raise_if_failed_earlier(out_dir)
+    worker = None
+    try:
+        fail_setup_on_rank(out_dir, context.rank)
+        worker = TrainingWorker(plan, context)
+        worker.run()
+    except Exception as exc:
+        if worker is None or not worker.first_step_done:
+            record_setup_failure(out_dir, context.rank, exc)
+        raise
+
+
 class TrainingWorker:
     """One rank's training run. Construction is the set-up; :meth:`run` trains."""
 
-    def __init__(self, plan: TrainPlan):
-        self.plan, self.cfg = plan, plan.config
+    def __init__(self, plan: TrainPlan, context: WorkerContext):
+        self.plan, self.cfg, self.context = plan, plan.config, context
+        self.first_step_done = False  # a failure before it is not retried (run_rank)
         self.out_dir = Path(plan.output_dir)
-        ctx = ray.train.get_context()
-        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
-        self.device = ray.train.torch.get_device()
+        self.rank, self.world, self.device = context.rank, context.world_size, context.device
         seed_everything(self.cfg.optim.seed)  # identical LoRA init on every rank
         self._build_engine()
+        self.device = engine_device(self.device, self.engine.device)
         self._measure_compute()
         self.start_step, resume_dir = self._resume()
         self.totals = self._running_totals(resume_dir)
         self.sink = MetricsSink(self.cfg, self.out_dir, plan.run_id, self.rank, self.start_step)
         self.probe_base = self._probe_baseline(resume_dir)
         self.skip_guard = SkippedStepGuard(self.cfg.optim.max_skipped_in_a_row)
+        # device-side state between two metrics rows (read by read_metrics)
+        self.window = StepWindow()
+        self.window_totals = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self.first_applied_nonfinite = torch.zeros((), dtype=torch.int64, device=self.device)
         if self.rank == 0:
             print(f"[uaclm] rank 0/{self.world}: {self.n_trainable:,} trainable of "
                   f"{self.n_total:,} parameters; steps {self.start_step}..{plan.total_steps}",
@@ -153,9 +228,17 @@ class TrainingWorker:
         import deepspeed
 
         cfg, plan = self.cfg, self.plan
+        ds_config = load_deepspeed_config(cfg, self.world)
+        skip_cpu_shm_comm_op()  # an inference-only op: its build costs minutes, can hang (ds_ops)
+        # DeepSpeed's comm adopts Ray's process group now: zero.Init (ZeRO-3 construction)
+        # reads the world size from it before deepspeed.initialize would set it up
+        deepspeed.init_distributed(dist_init_required=False)
+        # kept for the worker's life: transformers and PEFT hold only a weak reference to it
+        self.hf_ds_config = zero3_construction(ds_config)
         self.peft_model, head, (self.n_trainable, self.n_total) = build_training_model(
             cfg, self.rank, self.world, self.device
         )
+        self.partitioned_at_load = partitioned_fraction(self.peft_model)
         self.module = CausalLMWithLoss(
             self.peft_model, head, plan.objective, implementation=cfg.objective.implementation,
             chunk_tokens=cfg.objective.chunk_tokens, chunk_vocab=cfg.objective.chunk_vocab,
@@ -167,10 +250,9 @@ class TrainingWorker:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: linear_warmup_decay(s, plan.total_steps, cfg.optim.warmup_ratio)
         )
-        skip_cpu_shm_comm_op()  # an inference-only op: its build costs minutes, can hang (ds_ops)
         self.engine, _, _, _ = deepspeed.initialize(
             model=self.module, optimizer=optimizer, lr_scheduler=scheduler,
-            config=load_deepspeed_config(cfg, self.world), dist_init_required=False,
+            config=ds_config, dist_init_required=False,
         )  # fmt: skip
 
     def _measure_compute(self) -> None:
@@ -187,7 +269,7 @@ class TrainingWorker:
             head_trainable=head.weight_shard.requires_grad,
         )  # fmt: skip
         self.attention = attention_shape(self.peft_model.config)
-        dist.barrier()
+        collectives.barrier()
         peak = peak_flops(self.device, getattr(torch, self.cfg.model.dtype),
                           self.cfg.distributed.peak_tflops_per_device)  # fmt: skip
         self.peak_flops = peak.flops_per_s
@@ -202,13 +284,15 @@ class TrainingWorker:
                 "attention": {"layers": self.attention.layers, "heads": self.attention.heads,
                               "head_dim": self.attention.head_dim},
                 "peak_flops_per_device": peak.flops_per_s, "peak_flops_source": peak.source,
+                "zero_stage": self.cfg.distributed.zero_stage,
+                "partitioned_at_load": self.partitioned_at_load,
             })  # fmt: skip
 
     def _running_totals(self, resume_dir: Path | None) -> dict[str, float]:
         """Tokens, FLOPs and step seconds since the run started (from the checkpoint when
         resuming; a checkpoint older than these totals restarts them at zero)."""
         totals = {"cum_tokens": 0.0, "cum_flops": 0.0, "cum_seconds": 0.0,
-                  "cum_worker_seconds": 0.0, "cum_peak_flop": 0.0,
+                  "cum_worker_seconds": 0.0, "cum_peak_flop": 0.0, "cum_timed_steps": 0.0,
                   **{f"cum_{p}_s": 0.0 for p in PHASES}}  # fmt: skip
         if resume_dir is not None:
             saved = ckpt.read_run_state(resume_dir).get("totals") or {}
@@ -270,32 +354,44 @@ class TrainingWorker:
             self.sink.close()
 
     def _train_to_the_end(self) -> None:
-        plan = self.plan
+        plan, log_every = self.plan, self.cfg.logging.log_every_steps
         metrics: dict = {}
         steps_done = self.start_step
         for step in range(self.start_step, plan.total_steps):
-            metrics = self.train_step(step)
             steps_done = step + 1
-            if steps_done % self.cfg.logging.log_every_steps == 0 or steps_done == plan.total_steps:
+            logged = steps_done % log_every == 0 or steps_done == plan.total_steps
+            record = self.train_step(step, timed=logged)
+            self.first_step_done = True
+            stop = self._stop_requested(steps_done)
+            every = self.cfg.logging.checkpoint_every_steps
+            checkpoint = every and steps_done % every == 0 and steps_done < plan.total_steps
+            if logged or stop or checkpoint:  # the host reads the device's numbers only here
+                metrics = self.read_metrics(record)
+            if logged:
                 self.sink.log(metrics)
-            if self._stop_requested(steps_done):
+            if stop:
                 self.log_probe(steps_done)
                 self.save_checkpoint(steps_done, metrics, final=False)
                 return self.finish(stopped=True)
-            every = self.cfg.logging.checkpoint_every_steps
-            if every and steps_done % every == 0 and steps_done < plan.total_steps:
+            if checkpoint:
                 self.save_checkpoint(steps_done, metrics, final=False)
         if steps_done > self.start_step:
             self.log_probe(steps_done)
         self.save_checkpoint(plan.total_steps, metrics, final=True)
         self.finish(stopped=False)
 
-    def train_step(self, step: int) -> dict:
-        """One optimizer step (``accum`` micro-batches on every rank); its metrics row."""
+    def train_step(self, step: int, *, timed: bool) -> StepRecord:
+        """One optimizer step (``accum`` micro-batches on every rank), without a host sync of
+        ours: its sums stay on the device (reduced there) until :meth:`read_metrics`.
+
+        ``timed``: time the phases (:mod:`.step_timing`), which synchronizes the device at
+        every phase boundary; the loop times its logging steps only.
+        """
         cfg, plan = self.cfg, self.plan
         t0 = time.perf_counter()
         clock = self.clock
-        step_metrics, n_seen_tokens, step_flops = StepMetrics(), 0, 0.0
+        clock.enabled = timed
+        step_metrics, n_seen_tokens, step_flops = StepMetrics(self.device), 0, 0.0
         lr = self.engine.get_lr()[0]
         skipped_before = self.engine.skipped_steps
         for indices in step_micro_batches(
@@ -305,10 +401,10 @@ class TrainingWorker:
         ):  # fmt: skip
             with clock.phase("data"):
                 rows = [plan.examples[i] for i in indices]
-                batch = batch_to(collate(rows, plan.pad_token_id, plan.image_spec), self.device,
-                                 getattr(torch, cfg.model.dtype))  # fmt: skip
-                labels, inputs = split_batch(batch)
-                lengths = inputs["attention_mask"].sum(dim=1).tolist()
+                host_batch = collate(rows, plan.pad_token_id, plan.image_spec)
+                lengths = host_batch["attention_mask"].sum(dim=1).tolist()  # on the host
+                labels, inputs = split_batch(
+                    batch_to(host_batch, self.device, getattr(torch, cfg.model.dtype)))
             out = self.engine(labels=labels, step=step, total_steps=plan.total_steps, **inputs)
             with clock.phase("backward"):
                 self.engine.backward(out.loss)
@@ -318,18 +414,35 @@ class TrainingWorker:
             n_seen_tokens += int(sum(lengths))
             step_flops += sequence_flops(self.matmul_params, self.attention, lengths)
         with clock.phase("comm"):
-            metrics = step_metrics.reduce()
-            counts = torch.tensor([float(n_seen_tokens), step_flops], dtype=torch.float64,
-                                  device=self.device)  # fmt: skip
-            dist.all_reduce(counts)
-            peaks = [torch.zeros(1, dtype=torch.float64, device=self.device)
-                     for _ in range(self.world)]  # fmt: skip
-            dist.all_gather(peaks, torch.tensor([float(peak_memory_bytes(self.device))],
-                                                dtype=torch.float64, device=self.device))
-        seconds = time.perf_counter() - t0
-        tokens, flops = counts.tolist()
-        phases = clock.take()
-        peaks_mb = [round(float(p.item()) / 2**20, 1) for p in peaks]
+            reduced = step_metrics.reduce([n_seen_tokens, step_flops])
+        # DeepSpeed skipped the update on every rank alike if the gradient norm was not finite.
+        skipped = self.engine.skipped_steps > skipped_before
+        self.skip_guard.update(step + 1, skipped=skipped, loss_finite=True)
+        if not skipped:  # a non-finite loss that was applied: checked when the host reads
+            bad = ~torch.isfinite(reduced[step_metrics.loss_index()])
+            self.first_applied_nonfinite = torch.where(
+                (self.first_applied_nonfinite == 0) & bad, step + 1, self.first_applied_nonfinite)
+        self.window_totals += reduced[-2:]
+        self.window.add(seconds=time.perf_counter() - t0, phases=clock.take() if timed else None)
+        return StepRecord(step=step, lr=lr, reduced=reduced, step_metrics=step_metrics,
+                          skipped=skipped)
+
+    def read_metrics(self, record: StepRecord) -> dict:
+        """The metrics row of ``record``'s step (the one host sync of the steps since the last
+        row): its reduced sums, the window's tokens, FLOPs and seconds since the last row, the
+        running totals, every rank's peak memory. Raises :class:`NonFiniteError` if a
+        non-finite loss was applied in the window (before anything is saved)."""
+        t0 = time.perf_counter()
+        values = record.reduced.tolist()
+        tokens, flops = self.window_totals.tolist()
+        bad_step = int(self.first_applied_nonfinite.item())
+        if bad_step:
+            self.skip_guard.update(bad_step, skipped=False, loss_finite=False)  # raises
+        self.window_totals.zero_()
+        window = self.window.take(extra_seconds=time.perf_counter() - t0)
+        peaks_mb = [round(p / 2**20, 1)
+                    for p in collectives.gather_host_floats(peak_memory_bytes(self.device))]
+        seconds = window.seconds
         self.totals["cum_tokens"] += tokens
         self.totals["cum_flops"] += flops
         self.totals["cum_seconds"] += seconds
@@ -337,26 +450,30 @@ class TrainingWorker:
         # changes these per step, so the summary divides by their sums, not today's values
         self.totals["cum_worker_seconds"] += seconds * self.world
         self.totals["cum_peak_flop"] += seconds * self.world * self.peak_flops
-        for name, value in phases.items():
-            self.totals[f"cum_{name}_s"] += value
+        if window.phases is not None:
+            self.totals["cum_timed_steps"] += window.timed_steps
+            for name, value in window.phases.items():
+                self.totals[f"cum_{name}_s"] += value
+        metrics = record.step_metrics.metrics(values)
+        plan = self.plan
         metrics.update(
-            step=step + 1, total_steps=plan.total_steps, epoch=step // plan.steps_per_epoch,
-            lr=lr, tokens_per_s=tokens / seconds, step_seconds=seconds,
-            mfu=flops / (seconds * self.peak_flops * self.world),
+            step=record.step + 1, total_steps=plan.total_steps,
+            epoch=record.step // plan.steps_per_epoch, lr=record.lr,
+            tokens_per_s=tokens / seconds if seconds > 0 else None,
+            step_seconds=seconds / window.steps,
+            mfu=flops / (seconds * self.peak_flops * self.world) if seconds > 0 else None,
             peak_memory_mb=max(peaks_mb), peak_memory_mb_per_worker=peaks_mb,
-            beta=plan.objective.weight(step, plan.total_steps),
-            **{f"{name}_s": value for name, value in phases.items()}, **self.totals,
+            beta=plan.objective.weight(record.step, plan.total_steps),
+            **({f"{name}_s": value / window.timed_steps for name, value in window.phases.items()}
+               if window.phases is not None else {}),
+            **self.totals,
         )  # fmt: skip
-        # DeepSpeed skipped the update on every rank alike if the gradient norm was not finite.
-        skipped = self.engine.skipped_steps > skipped_before
-        finite = math.isfinite(metrics["loss"])
-        self.skip_guard.update(step + 1, skipped=skipped, loss_finite=finite)
-        metrics.update(step_skipped=skipped, skipped_steps=self.skip_guard.total)
+        metrics.update(step_skipped=record.skipped, skipped_steps=self.skip_guard.total)
         return metrics
 
     def _stop_requested(self, steps_done: int) -> bool:
         """Collective: a STOP file on any rank, or the invocation's step budget reached."""
-        stop = all_ranks_agree((self.out_dir / STOP_FILE).exists(), self.device)
+        stop = collectives.any_rank((self.out_dir / STOP_FILE).exists())
         return stop or steps_done == self.plan.stop_at_step
 
     def log_probe(self, steps_done: int) -> None:
@@ -374,7 +491,7 @@ class TrainingWorker:
         (:mod:`uaclm_dist.train.manifest`) and reported. The final one also becomes the run's
         ``adapter/``."""
         zero_stage = self.cfg.distributed.zero_stage
-        assert_finite_trainable(self.module, self.device)
+        assert_finite_trainable(self.module)
         with tempfile.TemporaryDirectory(prefix="uaclm-ckpt-") as tmp:
             tmp_path = Path(tmp)
             ckpt.save_rank_files(tmp_path, self.engine, self.rank)
@@ -392,10 +509,8 @@ class TrainingWorker:
                 })  # fmt: skip
             write_manifest(tmp_path, self.rank)
             hook = checkpoint_write_hook(self.out_dir, self.rank, next_step)
-            ray.train.report({**metrics, **fingerprint, "next_step": next_step, "final": final},
-                             checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                             checkpoint_upload_fn=lambda c, name: publish_to_storage(
-                                 c, name, self.rank, hook))  # fmt: skip
+            self.context.report({**metrics, **fingerprint, "next_step": next_step,
+                                 "final": final}, tmp_path, hook)  # fmt: skip
 
     # ---------------------------------------------------------------------------- finish
 
