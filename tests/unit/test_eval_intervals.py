@@ -76,6 +76,79 @@ def test_auroc_difference_interval_detects_a_real_gain():
     assert excludes_zero_fraction(gain, seed=4) >= 0.8
 
 
+# ------------------------------------- coverage of the true difference (issue 27, item 4)
+#
+# Two methods scored on the demo's 320 held-out questions (~150 / 170 classes), each with its
+# own labels; 2,000 simulated evaluations per case; the true difference from one draw of 400,000.
+
+REPS, N_DEMO = 2000, 320
+
+
+def independent_methods(rng, n):
+    """The plain null: two unrelated methods with their own labels, equally informative."""
+    pa, pb = rng.random(n) < 0.47, rng.random(n) < 0.47
+    return pa, rng.normal(size=n) + 0.8 * pa, pb, rng.normal(size=n) + 0.8 * pb
+
+
+def shared_labels(rng, n):
+    """The same labels; scores of unequal strength sharing a per-question effect."""
+    z, common = rng.normal(size=n), rng.normal(size=n)
+    positive = z + 0.5 * rng.normal(size=n) > 0.1
+    return (positive, 0.9 * z + 0.6 * common + 0.5 * rng.normal(size=n),
+            positive, 0.6 * z + 0.6 * common + 0.7 * rng.normal(size=n))  # fmt: skip
+
+
+def shared_difficulty(rng, n):
+    """Two fine-tunes of one base: a question's difficulty ``z`` drives B's labels strongly and
+    A's weakly, and A's score tracks ``z``: A's uncertainty follows the difficulty that drives
+    B's errors (the case where fixed joint-class counts made the interval too narrow)."""
+    z = rng.normal(size=n)
+    pa = z + 2.0 * rng.normal(size=n) > 0.0
+    pb = z + 0.2 * rng.normal(size=n) > 0.1
+    return pa, z + 0.3 * rng.normal(size=n), pb, rng.normal(size=n) + 0.5 * pb
+
+
+def true_difference(draw) -> float:
+    pa, sa, pb, sb = draw(np.random.default_rng(12345), 400_000)
+    return auroc(pa, sa) - auroc(pb, sb)
+
+
+def miss_rate(draw, variance=None, seed=0) -> float:
+    """Fraction of REPS evaluations whose 95% interval misses the true difference; ``variance``
+    replaces the SE's variance (to measure the old form)."""
+    from uaclm_dist.evaluate.intervals import _smallest_class, auroc_influence, t_difference
+
+    truth, rng, misses = true_difference(draw), np.random.default_rng(seed), 0
+    for _ in range(REPS):
+        pa, sa, pb, sb = draw(rng, N_DEMO)
+        if variance is None:
+            d = delong_paired_diff(pa, sa, pb, sb)
+        else:
+            (auc_a, g_a), (auc_b, g_b) = auroc_influence(pa, sa), auroc_influence(pb, sb)
+            d = t_difference(auc_a - auc_b, variance(g_a - g_b, 2 * pa + pb) ** 0.5,
+                             _smallest_class(pa, pb) - 1, 0.05)  # fmt: skip
+        misses += not (d.low <= truth <= d.high)
+    return misses / REPS
+
+
+@pytest.mark.parametrize("draw", [independent_methods, shared_labels, shared_difficulty],
+                         ids=lambda f: f.__name__)  # fmt: skip
+def test_the_paired_auroc_interval_covers_the_true_difference(draw):
+    # measured (seed 0): 0.0405, 0.044, 0.0545 (the within-class-centred form: 0.0415, 0.044,
+    # 0.1005); true differences -0.0009, 0.093, 0.060
+    rate = miss_rate(draw)
+    assert rate <= 0.065, f"the 95% interval missed the truth in {rate:.1%} of {REPS} cases"
+    if draw is independent_methods:
+        assert rate >= 0.02, f"{rate:.1%}: the interval is absurdly wide under the null"
+
+
+def test_centring_within_joint_classes_was_too_narrow_where_difficulty_is_shared():
+    # the power of the test above: the earlier within-class-centred variance misses 0.1005
+    from uaclm_dist.evaluate.intervals import stratified_variance
+
+    assert miss_rate(shared_difficulty, variance=stratified_variance) > 0.08
+
+
 # ----------------------------------------------------------------------------------------- DeLong
 
 

@@ -186,6 +186,21 @@ def test_bootstrap_ci_contains_estimate_and_narrows_with_n():
 def test_bootstrap_is_seeded():
     x = np.random.default_rng(0).random(50)
     assert bootstrap_ci(np.mean, x, n=200, seed=3) == bootstrap_ci(np.mean, x, n=200, seed=3)
+    # and the seed is used: another seed draws other resamples (equal only if it were ignored)
+    assert bootstrap_ci(np.mean, x, n=200, seed=3) != bootstrap_ci(np.mean, x, n=200, seed=4)
+
+
+def test_a_nan_rouge_is_an_error_naming_the_example_not_silently_incorrect():
+    from uaclm_dist.evaluate.correctness import is_correct
+
+    table = pd.DataFrame({"id": ["q1", "q2", "q3"], "rouge_l": [0.9, float("nan"), 0.1]})
+    with pytest.raises(ValueError, match=r"ROUGE-L is NaN for 1 example\(s\): 'q2'"):
+        is_correct(table)
+    with pytest.raises(ValueError, match=r"ROUGE-L is NaN for 1 example\(s\): position 0"):
+        is_correct(np.array([float("nan"), 0.5]))
+    with pytest.raises(ValueError, match="ROUGE-L is NaN"):
+        is_correct(float("nan"))
+    assert is_correct(table.dropna()).tolist() == [True, False]
 
 
 def test_paired_diff_identical_methods_is_zero_and_detects_a_real_gain():

@@ -71,7 +71,9 @@ def test_load_model_returns_model_tokenizer_and_family():
 
 
 def test_an_unknown_family_names_the_choices():
-    with pytest.raises(UnknownNameError, match="causal_lm"):
+    # the suggestion and the choices themselves: "causal_lm" alone also matches the echoed typo
+    with pytest.raises(UnknownNameError, match=r"choose from: causal_lm, vision_lm; did you mean "
+                                               r"'causal_lm'\?"):
         FAMILIES.get("causal_lmm")
 
 

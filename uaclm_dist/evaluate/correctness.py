@@ -19,7 +19,6 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from rouge_score import rouge_scorer
 
 from uaclm_dist.evaluate.stats import ExampleStats
 
@@ -37,7 +36,11 @@ def normalize_answer(text: str) -> str:
 
 
 @lru_cache(maxsize=2)
-def _scorer(use_stemmer: bool) -> rouge_scorer.RougeScorer:
+def _scorer(use_stemmer: bool):
+    """rouge-score's ROUGE-L scorer (imported here: training imports this module for the
+    probe's AUROC and needs no ROUGE, and the GPU check's host has no rouge-score)."""
+    from rouge_score import rouge_scorer
+
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
 
 
@@ -67,11 +70,26 @@ def is_correct(
     Returns:
         ``[N]`` bool array, or one ``bool`` for a scalar input.
     """
+    ids = None
     if isinstance(table, pd.DataFrame):
+        ids = table["id"].tolist() if "id" in table else table.index.tolist()
         table = table["rouge_l"]
-    if np.ndim(table) == 0:
-        return bool(table > threshold)
-    return np.asarray(table, dtype=np.float64) > threshold
+    values = np.asarray(table, dtype=np.float64)
+    _refuse_nan(values, ids)
+    if values.ndim == 0:
+        return bool(values > threshold)
+    return values > threshold
+
+
+def _refuse_nan(values: np.ndarray, ids: list | None) -> None:
+    """A NaN ROUGE-L is a scoring fault, never an answer judged incorrect: raise naming it."""
+    bad = np.flatnonzero(np.isnan(np.atleast_1d(values)))
+    if bad.size == 0:
+        return
+    named = ", ".join(repr(ids[i]) if ids is not None else f"position {i}" for i in bad[:5])
+    more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+    raise ValueError(f"ROUGE-L is NaN for {bad.size} example(s): {named}{more}; correctness "
+                     "cannot be decided (NaN > threshold would silently count it incorrect)")
 
 
 def exact_match(answer: str, references: list[str]) -> bool:
