@@ -259,6 +259,10 @@ CASES: list[Case] = [
           "distributed.gpus_per_worker=1", "distributed.ray_address=10.0.0.1:6379"),
          r"model\.attn_implementation 'flash_attention_2' needs the flash-attn package, which "
          r"is not installed", "key, the package, the alternative"),
+    Case("init-adapter-not-an-adapter", "config", "a parent adapter folder that holds none",
+         ("train", "CONFIG", "model.init_adapter={tmp}"),
+         r"model\.init_adapter '\S+': neither a run folder with adapter/ nor an adapter folder",
+         "key, folder, what it must hold"),
     Case("unknown-key-typo", "config", "a misspelt key on the command line",
          ("train", "CONFIG", "optim.max_step=4"),
          r"unknown key 'optim\.max_step' on the command line; did you mean 'optim\.max_steps'",

@@ -190,6 +190,14 @@ class ModelConfig(_Section):
         "'flash_attention_2' = the flash-attn package (GPU workers with bf16/fp16 only; refused "
         "when the package is not installed); 'eager' = the plain matmul reference.",
     )
+    init_adapter: str | None = Field(
+        None,
+        description="Start from a trained adapter: a run folder of this project (its adapter/, "
+        "and a vision model's trained projector) or an adapter folder. Its LoRA rank, alpha and "
+        "targets must equal model.lora's; the optimizer and schedule start fresh; a parent run's "
+        "training questions must not be in this run's test split (run_info.json records the "
+        "parent; evaluation follows the chain). null: LoRA starts from scratch.",
+    )
     trust_remote_code: bool = Field(
         False,
         description="Run Python code shipped with the model folder (its config's auto_map). "
@@ -618,6 +626,10 @@ def cross_field_issues(cfg: RunConfig) -> list[tuple[list[str], str]]:
         issues.append((["objective.name", "objective.implementation"],
                        f"objective.name '{o.name}' is only implemented by "
                        f"objective.implementation 'reference' (got '{o.implementation}')"))
+    if m.init_adapter and not m.lora.enabled:
+        issues.append((["model.init_adapter", "model.lora.enabled"],
+                       "model.init_adapter starts the LoRA adapters from a trained one; it needs "
+                       "model.lora.enabled: true"))
     if m.quantization.method == "nf4" and not m.lora.enabled:
         issues.append((["model.quantization.method", "model.lora.enabled"],
                        "model.quantization.method 'nf4' needs model.lora.enabled: true (4-bit base "

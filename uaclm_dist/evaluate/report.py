@@ -67,8 +67,20 @@ def _protocol_lines(protocol: Mapping[str, Any], metrics: Mapping[str, Any]) -> 
         f"{get('n_bins', 10)} equal-width bins.",
         "- The length-only baseline (`length`: greedy answer tokens) is reported beside every "
         "score: a score is only informative where it beats it.",
+        *_chain_lines(protocol.get("examples") or {}),
         *_interval_lines(first),
     ]
+
+
+def _chain_lines(selection: Mapping[str, Any]) -> list[str]:
+    """Two-stage methods: where each started from; a warning where a parent's split is
+    unknown."""
+    lines = [f"- `{name}` starts from {chain} (two-stage; every ancestor's training questions "
+             "are held out)" for name, chain in (selection.get("chains") or {}).items()]
+    for name in selection.get("parent_split_unknown") or []:
+        lines.append(f"- **`{name}`: parent split unknown** (an adapter from elsewhere): its "
+                     "numbers may rest on questions its parent trained on.")
+    return lines
 
 
 def _interval_lines(m: Mapping[str, Any]) -> list[str]:

@@ -78,6 +78,7 @@ def select_eval_examples(
     from uaclm_dist.data.images import check_record_images
     from uaclm_dist.data.run_splits import find_run_split, select_examples
     from uaclm_dist.modeling.families import family_of
+    from uaclm_dist.train.parent import ancestry
 
     takes_images = family_of(cfg.model).image_spec(cfg.model) is not None
     try:
@@ -87,6 +88,8 @@ def select_eval_examples(
         _, candidates = split_records(records, cfg.data.train_fraction, cfg.data.split_seed)
         runs = {name: find_run_split(name, folder) for name, folder in methods if folder}
         checked = [run for run in runs.values() if run is not None]
+        chains = {name: ancestry(run.folder) for name, run in runs.items() if run is not None}
+        checked += _ancestor_splits(chains)
         test, selection = select_examples(candidates, checked,
                                           allow_train_overlap=allow_train_overlap)  # fmt: skip
     except DataError as exc:
@@ -99,7 +102,43 @@ def select_eval_examples(
         test, ood = test[: cfg.eval.max_examples], ood[: cfg.eval.max_examples]
     selection.update(runs_unchecked=unchecked, eval_max_examples=cfg.eval.max_examples,
                      scored=len(test))  # fmt: skip
+    _name_the_chains(selection, chains)
     return EvalExamples(test, ood, selection)
+
+
+def _ancestor_splits(chains: dict[str, list[dict]]) -> list:
+    """The splits of every evaluated run's ancestors that recorded one (their training
+    questions are held out of the evaluation too)."""
+    from uaclm_dist.data.run_splits import find_run_split
+
+    splits = []
+    for name, chain in chains.items():
+        for depth, parent in enumerate(chain, 1):
+            if parent.get("split") == "recorded" and parent.get("run_dir"):
+                found = find_run_split(f"{name} (ancestor {depth})", parent["run_dir"])
+                if found is not None:
+                    splits.append(found)
+    return splits
+
+
+def _name_the_chains(selection: dict, chains: dict[str, list[dict]]) -> None:
+    """``selection['chains']``: each two-stage method's ancestors (objective and folder), and
+    ``selection['parent_split_unknown']``: methods with an ancestor whose split is unknown (an
+    adapter from elsewhere: their test questions may have been trained on)."""
+    def link(parent: dict) -> str:
+        folder = parent.get("run_dir") or parent.get("adapter")
+        return f"{parent.get('objective') or 'an adapter'} ({folder})"
+
+    named = {name: " <- ".join(map(link, chain)) for name, chain in chains.items() if chain}
+    unknown = sorted(name for name, chain in chains.items()
+                     if any(p.get("split") != "recorded" for p in chain))  # fmt: skip
+    selection.update(chains=named, parent_split_unknown=unknown)
+    for name, text in named.items():
+        print(f"[uaclm] {name} starts from {text}", flush=True)
+    if unknown:
+        print(f"[uaclm] warning: {', '.join(unknown)} start(s) from an adapter whose training "
+              "split is unknown (parent split unknown): their test questions may have been "
+              "trained on", flush=True)  # fmt: skip
 
 
 def _has_answer(record: Any, fitted: Any) -> bool | None:

@@ -29,6 +29,8 @@ class TrainPlan:
         run_id: the run's id (W&B run id; kept across resumes).
         resume_dir: checkpoint folder to resume from when the run folder has none of its own.
         stop_at_step: checkpoint and stop once this many steps are done (None: run to the end).
+        init_adapter_dir: the parent adapter whose weights the LoRA starts from (None: fresh;
+            :mod:`uaclm_dist.train.parent`).
     """
 
     config: RunConfig
@@ -43,3 +45,4 @@ class TrainPlan:
     image_spec: ImageSpec | None = None
     resume_dir: str | None = None
     stop_at_step: int | None = None
+    init_adapter_dir: str | None = None

@@ -21,6 +21,7 @@ from uaclm_dist.modeling.source import check_attention_kernel, locate_model
 from uaclm_dist.train import run_dir as rd
 from uaclm_dist.train.checkpoint import latest_checkpoint, read_run_state
 from uaclm_dist.train.nonfinite import raise_if_aborted, set_aside_aborted
+from uaclm_dist.train.parent import check_lora_shape, check_parent_split, locate_parent
 from uaclm_dist.train.plan import TrainPlan
 from uaclm_dist.train.run_dir import STOP_FILE
 from uaclm_dist.train.schedule import steps_per_epoch, total_steps
@@ -208,6 +209,7 @@ def prepare_run(
     objective = build_objective(cfg.objective)
     locate_model(cfg.model.name_or_path)  # exit 2 within seconds, before any Ray process
     check_attention_kernel(cfg.model.attn_implementation)
+    parent = _check_parent(cfg) if cfg.model.init_adapter and not resume_dir else None
     if ray_cluster:
         ship_by_value(objective)
         check_cluster(cfg, "train")
@@ -216,6 +218,8 @@ def prepare_run(
     else:
         rd.check_new_run_dir(cfg)  # before the data is read; created once it is good
     data = prepare_training_data(cfg)
+    if parent is not None:
+        check_parent_split(parent, data.test_ids)
     if not resume_dir:
         out, run_id = rd.prepare_new_run_dir(cfg)
     world = cfg.distributed.num_workers
@@ -243,6 +247,7 @@ def prepare_run(
             "world_size": world, "total_steps": n_steps, "steps_per_epoch": per_epoch,
             "wrapped_examples_per_epoch":
                 wrapped_examples(len(data.train), per_epoch, global_batch),
+            "parent": parent.record() if parent is not None else None,
         })  # fmt: skip
         (out / "data_report.json").write_text(json.dumps(data.report, indent=2))
         (out / "split_ids.json").write_text(
@@ -258,10 +263,22 @@ def prepare_run(
         output_dir=str(out), run_id=run_id,
         resume_dir=str(resume_checkpoint) if resume_checkpoint else None,
         stop_at_step=start_step + stop_after_steps if stop_after_steps else None,
+        init_adapter_dir=str(parent.adapter_dir) if parent is not None else None,
     )  # fmt: skip
     set_aside_aborted(out)
     set_aside_setup_failures(out)
     return PreparedRun(plan, out, start_step)
+
+
+def _check_parent(cfg: RunConfig):
+    """The parent adapter of ``model.init_adapter`` with its LoRA checked against the config
+    (:mod:`uaclm_dist.train.parent`; exit 2 on a problem)."""
+    from uaclm_dist.modeling.families import family_of
+
+    parent = locate_parent(cfg.model.init_adapter)
+    lora = cfg.model.lora
+    check_lora_shape(parent, lora.rank, lora.alpha, family_of(cfg.model).lora_targets(cfg.model))
+    return parent
 
 
 def finish_run(out: Path, metrics: dict) -> dict:

@@ -39,6 +39,7 @@ from uaclm_dist.train.nonfinite import (
     write_aborted,
 )
 from uaclm_dist.train.objective import CausalLMWithLoss, batch_to, split_batch
+from uaclm_dist.train.parent import load_parent_weights
 from uaclm_dist.train.peak_flops import peak_flops
 from uaclm_dist.train.plan import TrainPlan
 from uaclm_dist.train.portable_state import (
@@ -118,8 +119,10 @@ class StepRecord:
     skipped: bool
 
 
-def build_training_model(cfg: RunConfig, rank: int, world: int, device: torch.device):
-    """(Q)LoRA model of the configured family with its LM head replaced by this rank's shard.
+def build_training_model(cfg: RunConfig, rank: int, world: int, device: torch.device,
+                         init_adapter_dir: str | None = None):  # fmt: skip
+    """(Q)LoRA model of the configured family with its LM head replaced by this rank's shard;
+    its LoRA (and a trained projector) start from ``init_adapter_dir`` when given.
 
     Returns ``(peft model, head shard, (trainable, total) parameter counts)``. The base model is
     built with ``cfg.optim.seed``, the seed evaluation uses too (:func:`load_model`).
@@ -148,6 +151,8 @@ def build_training_model(cfg: RunConfig, rank: int, world: int, device: torch.de
     replace_lm_head(model, head)
     if cfg.model.lora.enabled:
         model = family.attach_lora(model, cfg.model)
+        if init_adapter_dir:
+            load_parent_weights(model, init_adapter_dir)
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise RuntimeError("no trainable parameters: LoRA attached to nothing")
@@ -236,7 +241,7 @@ class TrainingWorker:
         # kept for the worker's life: transformers and PEFT hold only a weak reference to it
         self.hf_ds_config = zero3_construction(ds_config)
         self.peft_model, head, (self.n_trainable, self.n_total) = build_training_model(
-            cfg, self.rank, self.world, self.device
+            cfg, self.rank, self.world, self.device, plan.init_adapter_dir
         )
         self.partitioned_at_load = partitioned_fraction(self.peft_model)
         self.module = CausalLMWithLoss(

@@ -63,6 +63,10 @@ class ModelFamily:
         for a text-only family (image records are then refused before training starts)."""
         return None
 
+    def lora_targets(self, model_cfg: ModelConfig) -> str | list[str]:
+        """The ``target_modules`` this family gives peft for ``model.lora.target_modules``."""
+        return model_cfg.lora.target_modules
+
     def attach_lora(self, model: torch.nn.Module, model_cfg: ModelConfig) -> torch.nn.Module:
         """Wrap ``model`` with the configured LoRA adapters, every base weight frozen."""
         from uaclm_dist.modeling.loading import attach_lora, is_quantized_4bit
@@ -70,7 +74,7 @@ class ModelFamily:
         lora = model_cfg.lora
         return attach_lora(
             model, rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout,
-            target_modules=lora.target_modules, quantized=is_quantized_4bit(model),
+            target_modules=self.lora_targets(model_cfg), quantized=is_quantized_4bit(model),
             gradient_checkpointing=model_cfg.gradient_checkpointing,
         )  # fmt: skip
 

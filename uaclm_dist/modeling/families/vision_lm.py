@@ -281,13 +281,16 @@ class VisionLM(ModelFamily):
         flag = model_cfg.vlm.train_projector
         return model_cfg.name_or_path in OFFLINE_ALIASES if flag is None else flag
 
+    def lora_targets(self, model_cfg):
+        return anchored_lora_targets(model_cfg.lora.target_modules)
+
     def attach_lora(self, model, model_cfg):
         from uaclm_dist.modeling.loading import attach_lora, is_quantized_4bit
 
         lora = model_cfg.lora
         peft_model = attach_lora(
             model, rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout,
-            target_modules=anchored_lora_targets(lora.target_modules),
+            target_modules=self.lora_targets(model_cfg),
             quantized=is_quantized_4bit(model),
             gradient_checkpointing=model_cfg.gradient_checkpointing,
             modules_to_save=[PROJECTOR] if self.train_projector(model_cfg) else None,
