@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from uaclm_dist.evaluate.summary import compute_metrics, to_jsonable
 from uaclm_dist.exit_codes import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
 from uaclm_dist.sweep import SweepSpecError, expand_cells, load_spec
 from uaclm_dist.sweep import cli as sweep_cli
-from uaclm_dist.sweep.cells import find_cells
+from uaclm_dist.sweep.cells import find_cells, parent_cell
 from uaclm_dist.sweep.execute import CellCommand, CommandResult, tail_lines
 from uaclm_dist.sweep.layout import cell_paths
 from uaclm_dist.sweep.overrides import override_arg, value_text
@@ -240,7 +241,7 @@ def test_repository_specs_load_and_expand():
 
 
 @pytest.mark.parametrize("name, n_cells", [("tiny_llama_sizes", 10), ("tiny_llama_workers", 6),
-                                           ("real_sizes", 6), ("qwen_sizes", 4)])
+                                           ("real_sizes", 6), ("qwen_sizes", 4), ("premise", 24)])
 def test_scaling_specs_validate_every_cell(name, n_cells):
     from uaclm_dist.sweep.validate import check_cells, invalid
 
@@ -1003,3 +1004,97 @@ def test_a_paired_table_with_nothing_finished_is_a_readable_empty_csv(tmp_path, 
     paired = pd.read_csv(tmp_path / "out/sweep_paired.csv")
     assert paired.empty and {"data.loss_on", "seed", "diff", "verdict_holm"} <= set(paired)
     assert "No pair of finished cells to compare yet." in (tmp_path / "out/sweep.md").read_text()
+
+
+# ------------------------------------------------------------------ two-stage cells (init_from)
+
+
+def two_stage_spec(tmp_path: Path, init_from: str = "[null, {objective.name: clm}]") -> Path:
+    """clm / ua_clm / clm+ua, each from the base model or from the clm cell's adapter (the
+    control clm -> clm among them), 2 seeds."""
+    return write_spec(tmp_path, f"""
+name: two_stage
+base: configs/tiny_test.yaml
+axes:
+  - key: objective.name
+    values: [clm, ua_clm, clm+ua]
+  - key: init_from
+    values: {init_from}
+seeds: [0, 1]
+output_dir: {tmp_path / "out"}
+baseline: {{objective.name: clm}}
+""")
+
+
+def test_two_stage_cells_run_after_their_parents_and_start_from_their_adapters(tmp_path,
+                                                                               capsys, fake):
+    spec = load_spec(two_stage_spec(tmp_path))
+    cells = expand_cells(spec)
+    assert spec.two_stage and len(cells) == 12
+    for cell in cells:
+        parent = parent_cell(cell, cells)
+        if cell.init_from is None:
+            assert parent is None
+            continue
+        # same seed, objective clm, from the base model; and run before the child
+        assert parent.seed == cell.seed and parent.init_from is None
+        assert dict(parent.assignment)["objective.name"] == "clm"
+        assert parent.index < cell.index
+    code, _, _ = run_cli(capsys, "sweep", "run", two_stage_spec(tmp_path))
+    assert code == EXIT_OK
+    child = next(c for c in cells if c.init_from and dict(c.assignment)["objective.name"]
+                 == "ua_clm" and c.seed == 1)  # fmt: skip
+    parent_run = cell_paths(spec, parent_cell(child, cells)).run_dir
+    for call in fake.calls:
+        starts = [a for a in call.argv if a.startswith("model.init_adapter=")]
+        if call.cell_id == child.id:
+            assert starts == [f"model.init_adapter={parent_run}"], call.argv
+            assert not any(a.startswith("init_from") for a in call.argv)
+        elif not next(c for c in cells if c.id == call.cell_id).init_from:
+            assert starts == []
+    # collect pairs each cell with the clm cell of the same init_from and seed: the two-stage
+    # cells against the control clm -> clm, the one-stage ones against plain clm
+    # (the fake evaluations write no per-example files, so each pair is listed as not compared)
+    code, _, _ = run_cli(capsys, "sweep", "collect", two_stage_spec(tmp_path))
+    assert code == EXIT_OK
+    report = (tmp_path / "out" / "sweep.md").read_text()
+    for cell in cells:
+        values = dict(cell.assignment)
+        if values["objective.name"] == "clm":
+            continue
+        control = next(c for c in cells if c.seed == cell.seed and dict(c.assignment) == {
+            **values, "objective.name": "clm"})
+        assert f"{cell.id} vs {control.id}" in report
+
+
+def test_a_child_whose_parent_failed_fails_saying_so(tmp_path, capsys, fake):
+    spec = load_spec(two_stage_spec(tmp_path))
+    cells = expand_cells(spec)
+    parent = next(c for c in cells if c.init_from is None and c.seed == 0
+                  and dict(c.assignment)["objective.name"] == "clm")  # fmt: skip
+    fake.fail = {parent.id}
+    code, out, _ = run_cli(capsys, "sweep", "run", two_stage_spec(tmp_path))
+    assert code == EXIT_FAILURE
+    children = [c for c in cells if parent_cell(c, cells) == parent]
+    assert len(children) == 3  # clm -> clm (the control), -> ua_clm, -> clm+ua
+    for child in children:
+        status = read_status(cell_paths(spec, child))
+        assert status["state"] == "failed" and f"parent cell {parent.id}" in status["reason"]
+    assert not [c for c in fake.calls if c.cell_id in {ch.id for ch in children}]
+
+
+@pytest.mark.parametrize(("init_from", "problem"), [
+    ("[{objective.name: clm}]", "needs null among its values"),
+    ("[null, {data.loss_on: answer}]", "names 'data.loss_on', which no axis varies"),
+    ("[null, {objective.name: ult}]", "'ult' is not a value of the axis 'objective.name'"),
+    ("[null, clm]", "must be null or a mapping"),
+])  # fmt: skip
+def test_an_init_from_axis_is_checked(tmp_path, init_from, problem):
+    with pytest.raises(SweepSpecError, match=re.escape(problem)):
+        load_spec(two_stage_spec(tmp_path, init_from))
+
+
+def test_two_stage_cells_are_refused_on_the_remote_backends(tmp_path, capsys, fake):
+    code, _, err = run_cli(capsys, "sweep", "run", two_stage_spec(tmp_path), "--backend",
+                           "slurm")  # fmt: skip
+    assert code == 2 and "run with --backend local only" in err and fake.calls == []

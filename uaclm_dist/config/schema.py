@@ -261,6 +261,13 @@ class DataConfig(_Section):
     max_examples: int | None = Field(
         None, ge=1, description="Use at most this many examples before splitting (null: all)."
     )
+    max_train_examples: int | None = Field(
+        None,
+        ge=1,
+        description="Train on the first this many questions of the training split (null: all "
+        "of it). The split itself is unchanged, so runs with different training sizes keep the "
+        "same test questions (a data-size study evaluates every cell on the same ones).",
+    )
     prompt_template: Literal["paper", "chat"] = Field(
         "paper",
         description="'paper': the paper's plain prompt; 'chat': the tokenizer's chat template.",

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from uaclm_dist.sweep.overrides import override_arg, value_text
-from uaclm_dist.sweep.spec import SEED_KEY, SweepSpec
+from uaclm_dist.sweep.spec import INIT_FROM, SEED_KEY, SweepSpec
 
-__all__ = ["Cell", "expand_cells", "find_cells"]
+__all__ = ["Cell", "expand_cells", "find_cells", "parent_cell"]
 
 SLUG_PART_CHARS = 24
 
@@ -57,12 +57,34 @@ class Cell:
     def short_hash(self) -> str:
         return self.id.rsplit("-", 1)[-1]
 
+    @property
+    def init_from(self) -> dict[str, Any] | None:
+        """The parent's values of a two-stage cell (its ``init_from``), else None."""
+        return dict(self.assignment).get(INIT_FROM)
+
     def overrides(self, spec: SweepSpec) -> list[str]:
-        """``key=value`` overrides of this cell: the spec's shared ones, the axes', the seed."""
-        pairs = [*spec.overrides, *self.assignment]
+        """``key=value`` overrides of this cell: the spec's shared ones, the axes' (not the
+        ``init_from`` pseudo key), the seed."""
+        pairs = [*spec.overrides, *(p for p in self.assignment if p[0] != INIT_FROM)]
         if self.seed is not None:
             pairs.append((SEED_KEY, self.seed))
         return [override_arg(key, value) for key, value in pairs]
+
+
+def parent_cell(cell: Cell, cells: list[Cell]) -> Cell | None:
+    """The cell a two-stage ``cell`` starts from: its values and seed with ``init_from``'s
+    values in place and ``init_from`` null (None for a cell that starts from the base model)."""
+    if not cell.init_from:
+        return None
+    wanted = {key: value for key, value in cell.assignment}
+    wanted.update(cell.init_from)
+    wanted[INIT_FROM] = None
+    target = json.dumps(wanted, sort_keys=True, default=str)
+    for other in cells:
+        if other.seed == cell.seed and json.dumps(dict(other.assignment), sort_keys=True,
+                                                  default=str) == target:  # fmt: skip
+            return other
+    raise ValueError(f"cell {cell.id}: no parent cell with {cell.init_from} in the grid")
 
 
 def _slug_part(value: Any) -> str:
@@ -93,7 +115,10 @@ def expand_cells(spec: SweepSpec) -> list[Cell]:
                 for key, value in zip(axis.keys, point, strict=True)
             )
             cells.append(Cell(len(cells), assignment, seed, cell_id(assignment, seed)))
-    return cells
+    # parents before their children: within each seed, the cells that start from the base model
+    # first (stable, so a grid without init_from keeps its order)
+    ordered = sorted(cells, key=lambda c: (seeds.index(c.seed), c.init_from is not None))
+    return [Cell(i, c.assignment, c.seed, c.id) for i, c in enumerate(ordered)]
 
 
 def find_cells(cells: list[Cell], wanted: list[str]) -> tuple[list[Cell], list[str]]:

@@ -83,6 +83,10 @@ def _run(args: argparse.Namespace) -> int:
                               f"{', '.join(c.cell.id for c in checks)})")  # fmt: skip
         chosen = {c.id for c in cells}
         checks = [c for c in checks if c.cell.id in chosen]
+    if spec.two_stage and args.backend != "local":
+        raise ConfigError(f"sweep spec {args.spec}: its init_from (two-stage) cells run with "
+                          f"--backend local only: Slurm array tasks and Ray jobs run cells "
+                          f"concurrently, and a child must wait for its parent's adapter")
     if args.backend == "local":
         progress = run_sweep(spec, checks, runner=COMMAND_RUNNER)
     else:

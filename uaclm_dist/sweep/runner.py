@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from uaclm_dist.exit_codes import EXIT_STOPPED
+from uaclm_dist.sweep.cells import Cell, expand_cells, parent_cell
 from uaclm_dist.sweep.commands import cell_env, eval_command, train_command
 from uaclm_dist.sweep.execute import CellCommand, CommandResult, CommandRunner, run_subprocess
 from uaclm_dist.sweep.layout import CellPaths, cell_paths, check_spec_lock, write_spec_lock
@@ -58,10 +59,13 @@ class _CellRun:
     """One attempt at one cell: runs its missing phases and keeps its status.json current."""
 
     def __init__(self, spec: SweepSpec, check: CellCheck, runner: CommandRunner,
-                 clock: Callable[[], float], out: TextIO):  # fmt: skip
+                 clock: Callable[[], float], out: TextIO,
+                 parent: Cell | None = None):  # fmt: skip
         self.spec, self.check, self.runner, self.clock, self.out = spec, check, runner, clock, out
         self.cell = check.cell
         self.paths: CellPaths = cell_paths(spec, self.cell)
+        self.parent = parent
+        self.parent_paths = cell_paths(spec, parent) if parent is not None else None
         previous = read_status(self.paths)
         self.status: dict[str, Any] = {
             "cell": self.cell.id, "label": self.cell.label, "state": RUNNING, "phase": None,
@@ -112,12 +116,17 @@ class _CellRun:
                 moved = self.paths.set_aside_run()
                 self.status["set_aside"] = str(moved)
                 _say(self.out, f"  train: earlier attempt without a checkpoint moved to {moved}")
-        argv = train_command(self.spec, self.cell, self.paths, resume=resume)
+        if self.parent_paths is not None and not self.parent_paths.trained():
+            raise CellFailed(f"its parent cell {self.parent.id} has no finished training (run it "
+                             "first: `uaclm sweep run` again)", "train", None, None)  # fmt: skip
+        argv = train_command(self.spec, self.cell, self.paths, resume=resume,
+                             parent=self.parent_paths)  # fmt: skip
         self._phase("train", argv, self.paths.trained,
                     f"{self.paths.summary_file} does not show a finished run")  # fmt: skip
 
     def _evaluate(self) -> None:
-        argv = eval_command(self.spec, self.cell, self.paths, self.check.method_name)
+        argv = eval_command(self.spec, self.cell, self.paths, self.check.method_name,
+                            self.parent_paths)  # fmt: skip
         self._phase("eval", argv, self.paths.evaluated, f"wrote no {self.paths.metrics_file}")
 
     def run(self) -> bool:
@@ -170,6 +179,7 @@ def run_sweep(spec: SweepSpec, checks: list[CellCheck], *,
         SweepSpecError: ``output_dir`` holds runs of another base config or shared overrides.
     """
     out = out or sys.stdout
+    cells = expand_cells(spec)  # every cell: a two-stage cell's parent may not be in `checks`
     check_spec_lock(spec)
     write_spec_lock(spec)
     progress = Progress(len(checks))
@@ -186,7 +196,7 @@ def run_sweep(spec: SweepSpec, checks: list[CellCheck], *,
             continue
         _say(out, f"{i}/{len(checks)} {cell.id} ({cell.label})")
         start = clock()
-        finished = _CellRun(spec, check, runner, clock, out).run()
+        finished = _CellRun(spec, check, runner, clock, out, parent_cell(cell, cells)).run()
         progress.durations_s.append(clock() - start)
         if finished:
             progress.done += 1

@@ -18,6 +18,15 @@
                                       # cell against the cell with this value, same other
                                       # values and seed, on the same held-out questions
 
+Two-stage cells: an axis on the key ``init_from`` (not a config key) whose values are ``null``
+(start from the base model) or a mapping of other axes' values, e.g.
+``{key: init_from, values: [null, {objective.name: clm}]}``: a cell with
+``init_from: {objective.name: clm}`` trains from the final adapter of its parent, the cell with
+the same values and seed except ``objective.name: clm`` and ``init_from: null``
+(``model.init_adapter`` = the parent's run folder; optimizer and schedule start fresh). Parents
+run before their children; one level only (a parent starts from the base model); the local
+backend runs them.
+
 Paths: ``base`` (when relative) is looked up next to the spec file, then in the repository root,
 then in the current directory (the order ``load_config`` uses for the DeepSpeed config);
 ``output_dir`` is relative to the current directory, like ``logging.output_dir``.
@@ -53,7 +62,9 @@ REQUIRED_FIELDS = ("name", "base", "axes")
 #: ``uaclm eval`` flags a spec may add (the sweep sets ``--adapter`` and ``--out`` itself).
 ALLOWED_EVAL_ARGS = ("--base", "--allow-train-overlap", "--verbose")
 #: Config keys the sweep sets itself, per cell.
-RESERVED_KEYS = ("logging.output_dir",)
+RESERVED_KEYS = ("logging.output_dir", "model.init_adapter")
+#: The pseudo key of two-stage cells (module docstring).
+INIT_FROM = "init_from"
 SEED_KEY = "optim.seed"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -105,6 +116,11 @@ class SweepSpec:
     output_dir: Path
     description: str = ""
     baseline: tuple[str, Any] | None = None
+
+    @property
+    def two_stage(self) -> bool:
+        """Some cells start from another cell's adapter (an ``init_from`` axis)."""
+        return INIT_FROM in self.axis_keys
 
     @property
     def axis_keys(self) -> list[str]:
@@ -220,7 +236,7 @@ def _axes(value: Any, problems: list[str]) -> tuple[Axis, ...]:
         if axis is None:
             continue
         for key in axis.keys:
-            problem = config_key_problem(key)
+            problem = None if key == INIT_FROM else config_key_problem(key)
             if problem:
                 problems.append(f"axes[{i}]: {problem}")
         points = [_canonical(p) for p in axis.points]
@@ -319,6 +335,34 @@ def _key_conflicts(axes: tuple[Axis, ...], overrides: tuple[tuple[str, Any], ...
     return problems
 
 
+def _init_from_problems(axes: tuple[Axis, ...]) -> list[str]:
+    """An ``init_from`` axis: null and mappings of other axes' keys to values of those axes."""
+    values = {key: [p[k] for p in axis.points] for axis in axes
+              for k, key in enumerate(axis.keys)}  # fmt: skip
+    if INIT_FROM not in values:
+        return []
+    problems = []
+    choices = values.pop(INIT_FROM)
+    if None not in choices:
+        problems.append(f"axes: '{INIT_FROM}' needs null among its values (the parents: cells "
+                        "that start from the base model)")
+    for choice in choices:
+        if choice is None:
+            continue
+        if not isinstance(choice, dict) or not choice:
+            problems.append(f"axes: an '{INIT_FROM}' value must be null or a mapping of other "
+                            f"axes' keys to values, got {choice!r}")
+            continue
+        for key, value in choice.items():
+            if key not in values:
+                problems.append(f"axes: '{INIT_FROM}' {choice} names '{key}', which no axis "
+                                f"varies (axes: {', '.join(values)})")
+            elif _canonical(value) not in {_canonical(v) for v in values[key]}:
+                problems.append(f"axes: '{INIT_FROM}' {choice}: {value!r} is not a value of the "
+                                f"axis '{key}' (values: {values[key]})")
+    return problems
+
+
 def parse_spec(data: dict[str, Any], spec_path: Path) -> SweepSpec:
     """Check the fields of a spec read from ``spec_path``; :class:`SweepSpecError` listing every
     problem."""
@@ -347,6 +391,7 @@ def parse_spec(data: dict[str, Any], spec_path: Path) -> SweepSpec:
     overrides = _overrides(data.get("overrides"), problems)
     eval_args = _eval_args(data.get("eval_args"), problems)
     problems += _key_conflicts(axes, overrides, seeds)
+    problems += _init_from_problems(axes)
     baseline = _baseline(data.get("baseline"), axes, problems)
     evaluate = data.get("evaluate", True)
     if not isinstance(evaluate, bool):

@@ -66,6 +66,7 @@ def prepare_training_data(cfg: RunConfig) -> PreparedData:
     except DataError as exc:  # a bad file or row: a message for people, exit 2
         raise ConfigError(f"data: {exc}") from exc
     train, test = split_records(records, cfg.data.train_fraction, cfg.data.split_seed)
+    train = train[: cfg.data.max_train_examples]  # the split, hence the test set, is unchanged
     tokenizer = load_tokenizer_for(cfg.model)
     examples, report = tokenize_records(
         train, tokenizer, template=cfg.data.prompt_template, loss_on=cfg.data.loss_on,
