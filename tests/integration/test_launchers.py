@@ -351,7 +351,9 @@ def test_usr1_before_the_time_limit_checkpoints_requeues_and_resumes(state, sing
     submit_dir = state / "submit-requeue"
     out = state / "requeue-out"
     env = job_env(single)
-    steps = 12
+    # enough steps left after step 2 (~0.1 s each) for the signal to travel batch shell ->
+    # driver -> STOP file -> workers (~1.5 s measured): with 12 the run could end first
+    steps = 60
     started = time.time()
     job = submit(single, submit_dir, ["-N1", "--cpus-per-task=2", *SMALL,
                                       str(REPO / "slurm" / "train_7b.sh"),
