@@ -78,8 +78,9 @@ print(json.dumps({
                  "/slurm-*.out"],
     "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_AUTH_MODE": "token",
                  "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1",
-                 **{k: os.environ[k] for k in ("HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE")
-                    if os.environ.get(k)}},
+                 **{k: os.environ[k] for k in ("HF_HOME", "HF_HUB_CACHE",
+                                               "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME",
+                                               "TRANSFORMERS_CACHE") if os.environ.get(k)}},
 }))
 PY
 )"

@@ -35,7 +35,8 @@ PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
 #: The Hugging Face cache variables are among them: the driver found the model in that cache
 #: (:mod:`uaclm_dist.modeling.source`), and a worker started by a cluster launched earlier would
 #: otherwise look in its own default cache.
-HF_CACHE_ENV = ("HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE")
+HF_CACHE_ENV = ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME",
+                "TRANSFORMERS_CACHE")
 PASSTHROUGH_ENV = ("UACLM_CACHE", "WANDB_DIR", "WANDB_MODE", *HF_CACHE_ENV,
                    PREEMPTION_WATCHER_ENV, PRINT_PATCH_ENV, HANG_IN_CHECKPOINT_ENV,
                    KILL_GENERATION_ACTOR_ENV, FAIL_SETUP_ENV)  # fmt: skip

@@ -247,8 +247,8 @@ CASES: list[Case] = [
          ("train", "CONFIG", "model.name_or_path=no-such-model-xyz"),
          r"model\.name_or_path 'no-such-model-xyz' is not a packaged model .*not a local folder;"
          r" not in the Hugging Face cache: \S*hf/hub \(HF_HOME/hub\)",
-         "key, value, the packaged names, every cache looked in",
-         env=(("HF_HOME", "{tmp}/hf"), ("HF_HUB_CACHE", ""), ("TRANSFORMERS_CACHE", ""))),
+         "key, value, the packaged names, the cache looked in",
+         env=(("HF_HOME", "{tmp}/hf"), ("HF_HUB_CACHE", ""), ("HUGGINGFACE_HUB_CACHE", ""))),
     Case("flash-attention-on-cpu", "config", "FlashAttention-2 for workers without GPUs",
          ("train", "CONFIG", "model.attn_implementation=flash_attention_2"),
          r"model\.attn_implementation 'flash_attention_2' runs on GPUs only "

@@ -21,7 +21,7 @@ def cached_snapshot(cache, repo_id: str) -> None:
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for key in source.CACHE_ENV:
+    for key in (*source.CACHE_ENV, "TRANSFORMERS_CACHE"):
         monkeypatch.delenv(key, raising=False)
     return monkeypatch
 
@@ -33,10 +33,14 @@ def test_aliases_and_folders_resolve_without_any_cache(clean_env, tmp_path):
                                                                    str(tmp_path.resolve()))
 
 
-@pytest.mark.parametrize("variable", ["HF_HUB_CACHE", "HF_HOME", "TRANSFORMERS_CACHE"])
+@pytest.mark.parametrize("variable", ["HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME",
+                                      "XDG_CACHE_HOME"])
 def test_a_hub_id_is_found_in_the_cache_each_variable_names(clean_env, tmp_path, variable):
+    """Where huggingface_hub (hence from_pretrained) looks, and nowhere else."""
+    clean_env.setenv("HOME", str(tmp_path / "home"))  # the default cache: empty
     root = tmp_path / "somewhere"
-    cache = root / "hub" if variable == "HF_HOME" else root
+    cache = {"HF_HOME": root / "hub", "XDG_CACHE_HOME": root / "huggingface" / "hub"}.get(
+        variable, root)
     cached_snapshot(cache, "meta-llama/Llama-2-13b-hf")
     with pytest.raises(ConfigError):  # not in the default cache
         source.locate_model("meta-llama/Llama-2-13b-hf")
@@ -45,15 +49,17 @@ def test_a_hub_id_is_found_in_the_cache_each_variable_names(clean_env, tmp_path,
     assert found.kind == "hub-cache" and found.where.endswith("snapshots/abc123")
 
 
-def test_an_unknown_name_is_refused_naming_the_key_and_every_cache_looked_in(clean_env, tmp_path):
+def test_an_unknown_name_is_refused_naming_the_key_and_the_cache_looked_in(clean_env, tmp_path):
     clean_env.setenv("HF_HOME", str(tmp_path / "home"))
+    # transformers 5 does not read TRANSFORMERS_CACHE: a snapshot there would not load, so it
+    # does not count as found
     clean_env.setenv("TRANSFORMERS_CACHE", str(tmp_path / "legacy"))
+    cached_snapshot(tmp_path / "legacy", "no-such-model-xyz")
     with pytest.raises(ConfigError) as err:
         source.locate_model("no-such-model-xyz")
     message = str(err.value)
     assert "model.name_or_path 'no-such-model-xyz'" in message
     assert f"{tmp_path / 'home' / 'hub'} (HF_HOME/hub)" in message
-    assert f"{tmp_path / 'legacy'} (TRANSFORMERS_CACHE)" in message
     assert "smollm2-135m" in message and "huggingface-cli download" in message
 
 

@@ -1098,3 +1098,20 @@ def test_two_stage_cells_are_refused_on_the_remote_backends(tmp_path, capsys, fa
     code, _, err = run_cli(capsys, "sweep", "run", two_stage_spec(tmp_path), "--backend",
                            "slurm")  # fmt: skip
     assert code == 2 and "run with --backend local only" in err and fake.calls == []
+
+
+def test_a_two_stage_cell_without_a_parent_in_the_grid_is_refused_before_anything_runs(tmp_path):
+    # zipped with another key, the parent's combination (clm, answer) is not in the grid
+    spec = load_spec(write_spec(tmp_path, f"""
+name: orphan
+base: configs/tiny_test.yaml
+axes:
+  - zip:
+      objective.name: [clm, ua_clm]
+      data.loss_on: [all, answer]
+  - key: init_from
+    values: [null, {{objective.name: clm}}]
+output_dir: {tmp_path / "out"}
+"""))
+    with pytest.raises(SweepSpecError, match=r"no parent cell with \{'objective.name': 'clm'\}"):
+        expand_cells(spec)

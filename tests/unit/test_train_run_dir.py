@@ -119,3 +119,8 @@ def test_a_global_batch_recipe_resumes_on_another_world_size_with_the_same_batch
         assert rd.open_resumed_run_dir(resumed, out)[1] == "abc123def456"
     with pytest.raises(ConfigError, match=r"optim\.global_batch_size 8 does not divide"):
         config(out, *recipe, "distributed.num_workers=3")
+    # the run's saved config.yaml resumes on another world size too (the derived accumulation
+    # is not written, so it cannot contradict the batch there)
+    saved = load_config(out / "config.yaml", ["distributed.num_workers=2"])
+    assert (saved.optim.global_batch_size, saved.optim.grad_accumulation) == (8, 2)
+    assert rd.open_resumed_run_dir(saved, out)[1] == "abc123def456"

@@ -560,8 +560,15 @@ class RunConfig(_Section):
         return self.model_dump(mode="json")
 
     def to_yaml(self) -> str:
-        """The config as YAML text that :func:`load_config` reads back to an equal config."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        """The config as YAML text that :func:`load_config` reads back to an equal config.
+
+        With ``optim.global_batch_size`` set, the derived ``optim.grad_accumulation`` is left
+        out: the file then loads on another number of workers (a resume with
+        ``distributed.num_workers`` changed) instead of contradicting its own batch."""
+        data = self.to_dict()
+        if self.optim.global_batch_size is not None:
+            data["optim"].pop("grad_accumulation", None)
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
     def summary(self) -> str:
         """One line describing the run, for logs and ``uaclm config check``."""

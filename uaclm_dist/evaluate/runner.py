@@ -107,24 +107,30 @@ def select_eval_examples(
 
 
 def _ancestor_splits(chains: dict[str, list[dict]]) -> list:
-    """The splits of every evaluated run's ancestors that recorded one (their training
-    questions are held out of the evaluation too)."""
+    """The splits of every evaluated run's ancestors (their training questions are held out of
+    the evaluation too). A recorded split that cannot be read any more is marked ``missing`` in
+    its chain (the method is then listed as parent split unknown)."""
     from uaclm_dist.data.run_splits import find_run_split
 
     splits = []
     for name, chain in chains.items():
         for depth, parent in enumerate(chain, 1):
-            if parent.get("split") == "recorded" and parent.get("run_dir"):
-                found = find_run_split(f"{name} (ancestor {depth})", parent["run_dir"])
-                if found is not None:
-                    splits.append(found)
+            if parent.get("split") != "recorded":
+                continue
+            folder = parent.get("run_dir")
+            found = find_run_split(f"{name} (ancestor {depth})", folder) if folder else None
+            if found is None:
+                chain[depth - 1] = {**parent, "split": "missing"}
+            else:
+                splits.append(found)
     return splits
 
 
 def _name_the_chains(selection: dict, chains: dict[str, list[dict]]) -> None:
     """``selection['chains']``: each two-stage method's ancestors (objective and folder), and
     ``selection['parent_split_unknown']``: methods with an ancestor whose split is unknown (an
-    adapter from elsewhere: their test questions may have been trained on)."""
+    adapter from elsewhere) or missing (its run folder is gone): their test questions may have
+    been trained on."""
     def link(parent: dict) -> str:
         folder = parent.get("run_dir") or parent.get("adapter")
         return f"{parent.get('objective') or 'an adapter'} ({folder})"
@@ -137,8 +143,8 @@ def _name_the_chains(selection: dict, chains: dict[str, list[dict]]) -> None:
         print(f"[uaclm] {name} starts from {text}", flush=True)
     if unknown:
         print(f"[uaclm] warning: {', '.join(unknown)} start(s) from an adapter whose training "
-              "split is unknown (parent split unknown): their test questions may have been "
-              "trained on", flush=True)  # fmt: skip
+              "split is unknown or no longer readable (parent split unknown): their test "
+              "questions may have been trained on", flush=True)  # fmt: skip
 
 
 def _has_answer(record: Any, fitted: Any) -> bool | None:

@@ -1,12 +1,14 @@
 """Where a model comes from, decided on the driver before any Ray or DeepSpeed process starts.
 
 ``model.name_or_path`` is one of: a packaged alias (:data:`PACKAGED_ALIASES`, built from pip
-packages), a local folder, or a Hugging Face hub id whose snapshot is already in the local cache
-(``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``; a set
-``TRANSFORMERS_CACHE`` is searched too). Nothing is downloaded at run time: a name that is none
-of these is bad input, said within seconds and naming where it looked, instead of a minute of
-hub retries and a traceback from every worker. The cache variables reach the workers through
-:data:`uaclm_dist.cluster.PASSTHROUGH_ENV`, so they find the snapshot the driver found.
+packages), a local folder, or a Hugging Face hub id whose snapshot is already in the local cache,
+found where ``from_pretrained`` looks (``huggingface_hub.constants``' order: ``HF_HUB_CACHE``,
+else ``HUGGINGFACE_HUB_CACHE``, else ``HF_HOME/hub``, ``HF_HOME`` defaulting to
+``$XDG_CACHE_HOME/huggingface`` or ``~/.cache/huggingface``; transformers 5 no longer reads
+``TRANSFORMERS_CACHE``). Nothing is downloaded at run time: a name that is none of these is bad
+input, said within seconds and naming where it looked, instead of a minute of hub retries and a
+traceback from every worker. The cache variables reach the workers through
+:data:`uaclm_dist.cluster.PASSTHROUGH_ENV`, so they look where the driver looked.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from uaclm_dist.config.loading import MODEL_ALIASES
 VISION_ALIASES = ("smollm2-mobilenetv2", "tiny-llama-mobilenetv2")
 PACKAGED_ALIASES = (*MODEL_ALIASES, *VISION_ALIASES)
 
-#: The environment variables that say where the Hugging Face cache is, in the order the hub
-#: library reads them (TRANSFORMERS_CACHE: transformers' older name for the hub cache).
-CACHE_ENV = ("HF_HUB_CACHE", "HF_HOME", "TRANSFORMERS_CACHE")
+#: The environment variables that say where the Hugging Face hub cache is, in the order
+#: huggingface_hub reads them.
+CACHE_ENV = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME")
 
 
 @dataclass(frozen=True)
@@ -37,23 +39,23 @@ class ModelSource:
     where: str = ""
 
 
-def hub_cache_dirs() -> list[tuple[Path, str]]:
-    """``(folder, what set it)`` for every hub cache a load may read, the default first (read
-    from the environment now, as the workers will: ``huggingface_hub.constants`` froze it when
-    first imported)."""
-    from huggingface_hub import constants
+def hub_cache_dir() -> tuple[Path, str]:
+    """``(folder, what set it)``: the hub cache ``from_pretrained`` reads, resolved from the
+    environment now, as a worker will (``huggingface_hub.constants`` froze it when first
+    imported in this process)."""
 
-    if os.environ.get("HF_HUB_CACHE"):
-        dirs = [(Path(os.environ["HF_HUB_CACHE"]), "HF_HUB_CACHE")]
-    elif os.environ.get("HF_HOME"):
-        dirs = [(Path(os.environ["HF_HOME"]) / "hub", "HF_HOME/hub")]
-    else:
-        dirs = [(Path(constants.default_cache_path),
-                 "the default cache; set HF_HOME or HF_HUB_CACHE for another")]
-    legacy = os.environ.get("TRANSFORMERS_CACHE")
-    if legacy and Path(legacy) != dirs[0][0]:
-        dirs.append((Path(legacy), "TRANSFORMERS_CACHE"))
-    return [(d.expanduser(), origin) for d, origin in dirs]
+    def env(name: str) -> str | None:
+        value = os.environ.get(name)
+        return os.path.expanduser(os.path.expandvars(value)) if value else None
+
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if env(name):
+            return Path(env(name)), name
+    if env("HF_HOME"):
+        return Path(env("HF_HOME")) / "hub", "HF_HOME/hub"
+    base = env("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return (Path(base) / "huggingface" / "hub",
+            "the default cache; set HF_HOME or HF_HUB_CACHE for another")
 
 
 def locate_model(name_or_path: str, key: str = "model.name_or_path") -> ModelSource:
@@ -68,11 +70,11 @@ def locate_model(name_or_path: str, key: str = "model.name_or_path") -> ModelSou
     if _hub_id_shaped(name_or_path):
         from huggingface_hub import try_to_load_from_cache
 
-        for cache, origin in hub_cache_dirs():
-            found = try_to_load_from_cache(name_or_path, "config.json", cache_dir=cache)
-            if isinstance(found, str):
-                return ModelSource(name_or_path, "hub-cache", str(Path(found).parent))
-            looked.append(f"{cache} ({origin})")
+        cache, origin = hub_cache_dir()
+        found = try_to_load_from_cache(name_or_path, "config.json", cache_dir=cache)
+        if isinstance(found, str):
+            return ModelSource(name_or_path, "hub-cache", str(Path(found).parent))
+        looked.append(f"{cache} ({origin})")
     where = f"; not in the Hugging Face cache: {', '.join(looked)}" if looked else ""
     raise ConfigError(
         f"{key} '{name_or_path}' is not a packaged model ({', '.join(PACKAGED_ALIASES)}), not "

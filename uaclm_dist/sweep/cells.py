@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from uaclm_dist.sweep.overrides import override_arg, value_text
-from uaclm_dist.sweep.spec import INIT_FROM, SEED_KEY, SweepSpec
+from uaclm_dist.sweep.spec import INIT_FROM, SEED_KEY, SweepSpec, SweepSpecError
 
 __all__ = ["Cell", "expand_cells", "find_cells", "parent_cell"]
 
@@ -118,7 +118,16 @@ def expand_cells(spec: SweepSpec) -> list[Cell]:
     # parents before their children: within each seed, the cells that start from the base model
     # first (stable, so a grid without init_from keeps its order)
     ordered = sorted(cells, key=lambda c: (seeds.index(c.seed), c.init_from is not None))
-    return [Cell(i, c.assignment, c.seed, c.id) for i, c in enumerate(ordered)]
+    cells = [Cell(i, c.assignment, c.seed, c.id) for i, c in enumerate(ordered)]
+    orphans = []
+    for cell in cells:  # every two-stage cell's parent exists (a zip axis can leave it out)
+        try:
+            parent_cell(cell, cells)
+        except ValueError as exc:
+            orphans.append(str(exc))
+    if orphans:
+        raise SweepSpecError(str(spec.path), orphans)
+    return cells
 
 
 def find_cells(cells: list[Cell], wanted: list[str]) -> tuple[list[Cell], list[str]]:

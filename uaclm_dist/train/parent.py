@@ -118,7 +118,8 @@ def check_lora_shape(parent: Parent, rank: int, alpha: float,
 def check_parent_split(parent: Parent, test_ids: list[str]) -> None:
     """:class:`ConfigError` when the parent run trained on questions in this run's test split
     (the child's evaluation would score what its parent learned)."""
-    overlap = [i for i in test_ids if i in parent.train_ids()]
+    trained = parent.train_ids()
+    overlap = [i for i in test_ids if i in trained]
     if overlap:
         shown = ", ".join(overlap[:5]) + (", ..." if len(overlap) > 5 else "")
         raise ConfigError(
@@ -131,13 +132,17 @@ def check_parent_split(parent: Parent, test_ids: list[str]) -> None:
 
 def ancestry(run_dir: str | Path) -> list[dict[str, Any]]:
     """The parent records of a run, nearest first (``[]`` for a run that started from the base
-    model or a folder without ``run_info.json``)."""
+    model or a folder without ``run_info.json``). A recorded parent folder that is gone (or
+    holds no readable ``run_info.json``) ends the chain with ``"split": "missing"``: neither its
+    training questions nor its own parents can be known."""
     chain, seen = [], set()
     folder = Path(run_dir)
     while True:
         try:
             parent = json.loads((folder / "run_info.json").read_text()).get("parent")
         except (OSError, ValueError):
+            if chain:
+                chain[-1] = {**chain[-1], "split": "missing"}
             return chain
         if not parent or parent.get("run_dir") in seen:
             return chain

@@ -92,9 +92,10 @@ class WindowTimes:
 class StepWindow:
     """Host seconds and timed phases of the optimizer steps since the last metrics row.
 
-    A step's host seconds end when its work is queued, not done; the row that reads the
-    device's numbers adds the time it waited for them (``extra_seconds``), so the window's
-    total is the wall time of its steps.
+    A step's host seconds run from its start until its work is queued (done, on the CPU); the
+    row that reads the device's numbers adds the time it waited for them (``extra_seconds``), so
+    the window holds the steps' wall time as far as the host sees it. Not counted, as before:
+    what runs between two steps (the stop flag's all-reduce, logging, probes, checkpoints).
     """
 
     def __init__(self) -> None:
