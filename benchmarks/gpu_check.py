@@ -169,17 +169,23 @@ def _loss_step(kind: str, hidden0, weight, labels, objective):
     return out.loss.detach(), hidden.grad
 
 
+def _loss_inputs(shapes: Shapes, vocab: int):
+    """``(hidden [N, H], head weight [V, H], labels [N])`` in bf16 on the device, seeded."""
+    n, h = shapes.loss_tokens, shapes.loss_hidden
+    g = torch.Generator().manual_seed(0)
+    hidden = (torch.randn(n, h, generator=g) * 0.5).to(shapes.device, torch.bfloat16)
+    weight = (torch.randn(vocab, h, generator=g) * h**-0.5 * 4).to(shapes.device, torch.bfloat16)
+    labels = torch.randint(0, vocab, (n,), generator=g).to(shapes.device)
+    return hidden, weight, labels
+
+
 def check_loss(shapes: Shapes, objective_name: str, vocab: int) -> dict:
     """Fused against dense logits in bf16: agreement, median time, peak memory above inputs."""
     from uaclm_dist.losses.objectives import build_objective
 
     objective = build_objective(objective_name)
-    n, h = shapes.loss_tokens, shapes.loss_hidden
-    g = torch.Generator().manual_seed(0)
-    hidden0 = (torch.randn(n, h, generator=g) * 0.5).to(shapes.device, torch.bfloat16)
-    weight = (torch.randn(vocab, h, generator=g) * h**-0.5 * 4).to(shapes.device, torch.bfloat16)
-    labels = torch.randint(0, vocab, (n,), generator=g).to(shapes.device)
-    numbers: dict = {"N": n, "H": h, "V": vocab}
+    hidden0, weight, labels = _loss_inputs(shapes, vocab)
+    numbers: dict = {"N": shapes.loss_tokens, "H": shapes.loss_hidden, "V": vocab}
     outputs = {}
     for kind in ("dense", "fused"):
         _loss_step(kind, hidden0, weight, labels, objective)  # warm-up
@@ -215,11 +221,7 @@ def check_collectives(shapes: Shapes) -> dict:
     from uaclm_dist.train.step_metrics import StepMetrics
 
     objective = build_objective("ua_clm")
-    n, h, v = shapes.loss_tokens, shapes.loss_hidden, shapes.vocabs[0]
-    g = torch.Generator().manual_seed(0)
-    hidden0 = (torch.randn(n, h, generator=g) * 0.5).to(shapes.device, torch.bfloat16)
-    weight = (torch.randn(v, h, generator=g) * h**-0.5 * 4).to(shapes.device, torch.bfloat16)
-    labels = torch.randint(0, v, (n,), generator=g).to(shapes.device)
+    hidden0, weight, labels = _loss_inputs(shapes, shapes.vocabs[0])
     with one_rank_process_group(shapes.device):
         backend = str(dist.get_backend())
         outs, grads = [], []
@@ -267,6 +269,7 @@ def check_train(shapes: Shapes, zero_stage: int, objective: str, work: Path) -> 
     """The training worker's code, one rank without Ray: 2 steps, stop with a checkpoint,
     resume to 4; bf16 NF4 QLoRA under ZeRO-2 or ZeRO-3."""
     from uaclm_dist.config import load_config
+    from uaclm_dist.train.checkpoint import checkpointed_module_keys
     from uaclm_dist.train.local import train_in_this_process
 
     data = work / "qa.jsonl"
@@ -288,9 +291,7 @@ def check_train(shapes: Shapes, zero_stage: int, objective: str, work: Path) -> 
     first = train_in_this_process(cfg, stop_after_steps=2)
     resumed = train_in_this_process(cfg, resume_dir=str(out))
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x]
-    keys: set[str] = set()
-    for f in (out / "ray" / "train").rglob("*model_states.pt"):
-        keys |= set(torch.load(f, map_location="cpu", weights_only=False)["module"])
+    keys = checkpointed_module_keys(out / "ray" / "train")
     tp = resumed.get("throughput") or {}
     numbers = {
         "stopped_first": first.get("stopped"), "steps_done": resumed.get("steps_done"),

@@ -54,19 +54,10 @@ def adapter_tensors(out: Path) -> dict[str, torch.Tensor]:
     return load_file(str(out / "adapter" / "adapter_model.safetensors"))
 
 
-def checkpointed_module_keys(out: Path) -> set[str]:
-    """The module state keys in every rank's DeepSpeed model-states file of every kept
-    checkpoint (ZeRO-2: mp_rank_00_model_states.pt; ZeRO-3: zero_pp_rank_R_...)."""
-    files = sorted((out / "ray").rglob("*model_states.pt"))
-    assert files, f"no DeepSpeed model states under {out / 'ray'}"
-    keys: set[str] = set()
-    for f in files:
-        keys |= set(torch.load(f, map_location="cpu", weights_only=False)["module"])
-    return keys
-
-
 def assert_checkpoints_hold_trainable_state_only(out: Path) -> None:
-    keys = checkpointed_module_keys(out)
+    from uaclm_dist.train.checkpoint import checkpointed_module_keys
+
+    keys = checkpointed_module_keys(out / "ray")
     assert keys and all("lora_" in k for k in keys), sorted(keys)[:10]
 
 

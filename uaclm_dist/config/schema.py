@@ -614,14 +614,14 @@ def _global_batch_issues(cfg: RunConfig) -> list[tuple[list[str], str]]:
         return []
     keys = ["optim.global_batch_size", "optim.micro_batch_size", "distributed.num_workers"]
     per_pass = o.micro_batch_size * workers
-    if o.global_batch_size % per_pass:
+    derived = derived_grad_accumulation(cfg)
+    if derived is None:
         fits = sorted({n for n in range(1, o.global_batch_size + 1)
                        if o.global_batch_size % (o.micro_batch_size * n) == 0})  # fmt: skip
         return [(keys, f"optim.global_batch_size {o.global_batch_size} does not divide into "
                        f"optim.micro_batch_size {o.micro_batch_size} x distributed.num_workers "
                        f"{workers} = {per_pass} sequences per forward pass; with micro batch "
                        f"{o.micro_batch_size} it fits num_workers in {fits}")]
-    derived = o.global_batch_size // per_pass
     if "grad_accumulation" in o.model_fields_set and o.grad_accumulation != derived:
         return [(["optim.grad_accumulation", "optim.global_batch_size"],
                  f"optim.grad_accumulation {o.grad_accumulation} contradicts "

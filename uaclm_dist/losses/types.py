@@ -96,11 +96,9 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def masked_mean_or_nan(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Detached mean of ``x`` over ``mask``; NaN when the mask is empty (diagnostics only)."""
-    x = x.detach()
-    count = mask.sum()
-    total = torch.where(mask, x, torch.zeros_like(x)).sum()
-    # no host sync (``if mask.any()`` would wait for the device every micro-batch)
-    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
+    mean = masked_mean(x.detach(), mask)
+    # a tensor condition, not ``if mask.any()``: no wait for the device every micro-batch
+    return torch.where(mask.any(), mean, torch.full_like(mean, math.nan))
 
 
 def diagnostics(stats: TokenStats) -> dict[str, torch.Tensor]:

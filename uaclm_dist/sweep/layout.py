@@ -25,6 +25,7 @@ from typing import Any
 from uaclm_dist.config import REPO_ROOT
 from uaclm_dist.sweep.cells import Cell
 from uaclm_dist.sweep.spec import SweepSpec, SweepSpecError
+from uaclm_dist.train.manifest import set_aside
 from uaclm_dist.train.run_state import latest_checkpoint
 
 __all__ = ["CellPaths", "cell_paths", "check_spec_lock", "write_spec_lock"]
@@ -97,11 +98,7 @@ class CellPaths:
     def set_aside_run(self) -> Path:
         """Rename ``run/`` (a failed start with nothing to resume) to ``run.failed-<k>``, k the
         first free number; returns the new path. Nothing is deleted."""
-        k = 1
-        while (target := self.root / f"run.failed-{k}").exists():
-            k += 1
-        self.run_dir.rename(target)
-        return target
+        return set_aside(self.run_dir, lambda k: self.root / f"run.failed-{k}")
 
 
 def cell_paths(spec: SweepSpec, cell: Cell) -> CellPaths:

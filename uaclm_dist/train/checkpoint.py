@@ -80,6 +80,16 @@ def trainable_state_only(module: torch.nn.Module) -> Iterator[None]:
         handle.remove()
 
 
+def checkpointed_module_keys(storage: Path) -> set[str]:
+    """The module-state keys in every DeepSpeed model-states file under ``storage`` (a run's
+    ``ray/train`` or one checkpoint; ZeRO-2 ``mp_rank_00_model_states.pt``, ZeRO-3
+    ``zero_pp_rank_R_..._model_states.pt``): what :func:`trainable_state_only` let through."""
+    keys: set[str] = set()
+    for path in sorted(Path(storage).rglob("*model_states.pt")):
+        keys |= set(torch.load(path, map_location="cpu", weights_only=False)["module"])
+    return keys
+
+
 def save_rank_files(directory: Path, engine, rank: int) -> None:
     """Collective: every rank writes its DeepSpeed shard (trainable state only) and RNG state
     under ``directory``."""

@@ -42,10 +42,6 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
 def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
     """SUM-all-reduce ``values`` in place on its own device (no host sync) and return it.
 
@@ -67,9 +63,9 @@ def any_rank(flag: bool) -> bool:
 
 def gather_host_floats(value: float) -> list[float]:
     """``value`` of every rank, in rank order (one all-gather of CPU tensors)."""
-    mine = torch.tensor([float(value)], dtype=torch.float64)
     if not is_distributed():
         return [float(value)]
+    mine = torch.tensor([float(value)], dtype=torch.float64)
     parts = [torch.zeros(1, dtype=torch.float64) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, mine)
     return [float(p.item()) for p in parts]

@@ -15,7 +15,6 @@ The worker's code is the same under both; only these few calls differ.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,7 +71,6 @@ class LocalContext:
     rank: int = 0
     world_size: int = 1
     metrics: list[dict[str, Any]] = field(default_factory=list)
-    on_report: Callable[[dict[str, Any]], None] | None = None
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path,
                before_file: BeforeFileHook | None = None) -> None:  # fmt: skip
@@ -86,5 +84,3 @@ class LocalContext:
         for old in sorted(self.storage.glob("checkpoint_*"))[: -self.keep]:
             shutil.rmtree(old)
         self.metrics.append(dict(metrics))
-        if self.on_report is not None:
-            self.on_report(metrics)

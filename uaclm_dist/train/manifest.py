@@ -152,6 +152,16 @@ def verify(directory: Path, world_size: int, *, hashes: bool) -> list[str]:
     return problems
 
 
+def set_aside(path: Path, numbered: Callable[[int], Path]) -> Path:
+    """Rename ``path`` to ``numbered(k)`` for the first ``k >= 1`` not taken; returns the new
+    path. Nothing is deleted (an earlier record or attempt is kept beside the new one)."""
+    k = 1
+    while numbered(k).exists():
+        k += 1
+    path.rename(numbered(k))
+    return numbered(k)
+
+
 def replace_dir_atomically(source: Path, target: Path) -> None:
     """Make ``target`` a copy of the folder ``source``; at every moment ``target`` is either the
     old folder or the whole new one (copy beside it, fsync, then two renames; a crash between

@@ -18,6 +18,7 @@ import torch
 
 from uaclm_dist.exit_codes import CommandFailed
 from uaclm_dist.train.collectives import any_rank
+from uaclm_dist.train.manifest import set_aside
 
 #: Written by rank 0 into the run folder when the guard stops training (the reason, as JSON):
 #: the workers end cleanly (Ray Train must not restart them into the same NaN) and the driver
@@ -44,10 +45,7 @@ def set_aside_aborted(out_dir: Path) -> None:
     """Before a resumed run: keep an earlier abort's record under a numbered name."""
     path = Path(out_dir) / ABORTED_FILE
     if path.exists():
-        n = 1
-        while path.with_name(f"aborted.{n}.json").exists():
-            n += 1
-        path.rename(path.with_name(f"aborted.{n}.json"))
+        set_aside(path, lambda n: path.with_name(f"aborted.{n}.json"))
 
 
 class SkippedStepGuard:

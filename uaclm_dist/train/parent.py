@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from uaclm_dist.config import ConfigError
+from uaclm_dist.data.records import DataError
+from uaclm_dist.data.run_splits import RunSplit, find_run_split
 
 KEY = "model.init_adapter"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -43,15 +45,24 @@ class Parent:
     run_dir: Path | None
     run_info: dict | None
 
+    def split(self) -> RunSplit | None:
+        """The parent run's ``split_ids.json`` (read and checked as evaluation reads it; None
+        for an adapter from elsewhere)."""
+        if self.run_dir is None:
+            return None
+        try:
+            return find_run_split("parent", self.adapter_dir)
+        except DataError as exc:
+            raise ConfigError(f"{KEY}: {exc}") from None
+
     @property
     def split_known(self) -> bool:
-        return self.run_dir is not None and (self.run_dir / "split_ids.json").is_file()
+        return self.split() is not None
 
     def train_ids(self) -> frozenset[str]:
         """The parent run's training ids (empty when unknown)."""
-        if not self.split_known:
-            return frozenset()
-        return frozenset(json.loads((self.run_dir / "split_ids.json").read_text())["train"])
+        split = self.split()
+        return split.train if split is not None else frozenset()
 
     def record(self) -> dict[str, Any]:
         """What the child's ``run_info.json`` keeps under ``"parent"``."""

@@ -24,6 +24,7 @@ import traceback
 from pathlib import Path
 
 from uaclm_dist.exit_codes import CommandFailed
+from uaclm_dist.train.manifest import set_aside
 
 _NAME = re.compile(r"setup_failed\.rank\d+\.json")  # not the set-aside .N.json copies
 
@@ -73,10 +74,7 @@ def raise_if_failed_earlier(out_dir: Path) -> None:
 def set_aside_setup_failures(out_dir: Path) -> None:
     """Driver, before the workers start: earlier invocations' records get numbered names."""
     for path in _current(out_dir):
-        n = 1
-        while path.with_name(f"{path.stem}.{n}.json").exists():
-            n += 1
-        path.rename(path.with_name(f"{path.stem}.{n}.json"))
+        set_aside(path, lambda n, p=path: p.with_name(f"{p.stem}.{n}.json"))
 
 
 def raise_if_setup_failed(out_dir: Path, cause: BaseException | None = None) -> None:

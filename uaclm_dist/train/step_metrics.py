@@ -92,4 +92,4 @@ class StepMetrics:
 
     def loss_index(self) -> int:
         """Position of the summed loss in the reduced vector (a device-side finiteness check)."""
-        return 1
+        return self.names.index("loss")
