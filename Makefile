@@ -4,6 +4,7 @@
 #   make lint   - ruff
 #   make bench  - benchmarks (tables printed and written under .bench/)
 #   make demo-vqa - the vision-language demo (offline VLM on easy-VQA: CLM vs CLM+UA, evaluated)
+#   make results-check - list the results tables in docs/ whose code changed since they were measured
 #   make gpu-bundle - what the GPU check needs on a GPU host, in .gpu-bundle/ (see docs/GPU_CHECK.md)
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -21,10 +22,13 @@ STAMP_NOW := $(shell date +%Y%m%d-%H%M%S)
 DEMO_DIR ?= runs/demo-$(STAMP_NOW)
 VQA_CONFIG ?= configs/demo_vqa.yaml
 VQA_DIR ?= runs/demo-vqa-$(STAMP_NOW)
+# key=value overrides of both VQA trainings, e.g. VQA_OVERRIDES=optim.seed=1 (make results-vqa).
+VQA_OVERRIDES ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test lint bench gpu-bundle demo demo-vqa study study-assets study-sizes study-assets-qwen study-qwen \
+.PHONY: venv test lint bench gpu-bundle demo demo-vqa results-check results-demo results-vqa \
+	results-study results-sizes study study-assets study-sizes study-assets-qwen study-qwen \
 	system-packages clean
 
 venv: $(STAMP)
@@ -51,6 +55,16 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) requirements-assets.txt | system-package
 
 test: venv system-packages
 	$(PY) -m pytest tests -q
+	@$(PY) -m uaclm_dist.results check --warn
+
+# Results tables (docs/RESULTS.md) are written by the command that measures them, between markers
+# naming the command, commit, date and machine. results-check lists the tables whose code changed
+# since they were measured (exit 1 if any); each results-* target re-measures one table.
+results-check: venv
+	$(PY) -m uaclm_dist.results check
+
+results-demo results-vqa results-study results-sizes: results-%: venv
+	$(PY) -m uaclm_dist.results measure $*
 
 lint: venv
 	$(VENV)/bin/ruff check uaclm_dist tests benchmarks
@@ -81,7 +95,7 @@ demo: venv
 	$(UACLM) train $(DEMO_CONFIG) objective.name=ua_clm logging.output_dir=$(DEMO_DIR)/ua_clm
 	$(UACLM) train $(DEMO_CONFIG) objective.name=clm+ua logging.output_dir=$(DEMO_DIR)/clm_ua
 	$(UACLM) eval $(DEMO_CONFIG) --base --adapter clm=$(DEMO_DIR)/clm \
-	  --adapter ua_clm=$(DEMO_DIR)/ua_clm --adapter clm+ua=$(DEMO_DIR)/clm_ua \
+	  --adapter ua_clm=$(DEMO_DIR)/ua_clm --adapter clm+ua=$(DEMO_DIR)/clm_ua --baseline clm \
 	  --out $(DEMO_DIR)/eval
 	@echo "report: $(DEMO_DIR)/eval/report.md"
 
@@ -90,9 +104,9 @@ demo: venv
 # CLM+UA evaluated side by side on held-out image questions, compared with CLM (--baseline clm).
 demo-vqa: venv
 	@echo "demo folder: $(VQA_DIR)"
-	$(UACLM) train $(VQA_CONFIG) objective.name=clm logging.output_dir=$(VQA_DIR)/clm
-	$(UACLM) train $(VQA_CONFIG) objective.name=clm+ua logging.output_dir=$(VQA_DIR)/clm_ua
-	$(UACLM) eval $(VQA_CONFIG) --base --adapter clm=$(VQA_DIR)/clm \
+	$(UACLM) train $(VQA_CONFIG) objective.name=clm logging.output_dir=$(VQA_DIR)/clm $(VQA_OVERRIDES)
+	$(UACLM) train $(VQA_CONFIG) objective.name=clm+ua logging.output_dir=$(VQA_DIR)/clm_ua $(VQA_OVERRIDES)
+	$(UACLM) eval $(VQA_CONFIG) $(VQA_OVERRIDES) --base --adapter clm=$(VQA_DIR)/clm \
 	  --adapter clm+ua=$(VQA_DIR)/clm_ua --baseline clm --out $(VQA_DIR)/eval
 	@echo "report: $(VQA_DIR)/eval/report.md"
 
