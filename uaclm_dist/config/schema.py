@@ -223,7 +223,7 @@ class OODDataConfig(_Section):
     paths: list[str] = Field(
         default_factory=list,
         description="Files (or glob patterns) with the OOD data; required unless the format is "
-        "packaged (fanoutqa, easyvqa).",
+        "packaged or generated (fanoutqa, easyvqa, arithmetic).",
     )
     max_examples: int | None = Field(
         None, ge=1, description="Use at most this many OOD examples (null: all)."
@@ -237,13 +237,13 @@ class DataConfig(_Section):
 
     format: DataFormatName = Field(
         "fanoutqa",
-        description="Row format. fanoutqa and easyvqa ship in packages; the others read "
-        "data.paths (jsonl / parquet / hf use data.field_map).",
+        description="Row format. fanoutqa and easyvqa ship in packages, arithmetic is "
+        "generated; the others read data.paths (jsonl / parquet / hf use data.field_map).",
     )
     paths: list[str] = Field(
         default_factory=list,
         description="Files, directories or glob patterns to read; required unless the format is "
-        "packaged (fanoutqa, easyvqa).",
+        "packaged or generated (fanoutqa, easyvqa, arithmetic).",
     )
     field_map: dict[str, str] = Field(
         default_factory=dict,

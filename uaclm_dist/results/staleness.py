@@ -54,10 +54,9 @@ def _why_stale(repo: Path, section: Section, commit: str) -> str | None:
             f" and {len(touched) - 3} more" if len(touched) > 3 else ""
         )
         return f"measured on {commit}; {shown or 'its paths'} changed since (last in {last})"
-    changed = git(repo, "status", "--porcelain", "--untracked-files=no", "--", *paths)
+    changed = git(repo, "diff", "--name-only", "HEAD", "--", *paths).splitlines()
     if changed:
-        first = changed.splitlines()[0][3:]
-        return f"measured on {commit}; uncommitted changes to {first}"
+        return f"measured on {commit}; uncommitted changes to {changed[0]}"
     return None
 
 
