@@ -11,10 +11,11 @@ from uaclm_dist.losses.types import TokenStats, loss_output
 from uaclm_dist.train.step_metrics import StepMetrics
 
 
-def _output(loss: float, entropy: list[float], correct: list[bool], **terms: float):
+def _output(loss: float, entropy: list[float], correct: list[bool], with_entropy: bool = True,
+            **terms: float):  # fmt: skip
     n = len(entropy)
     stats = TokenStats(
-        entropy=torch.tensor(entropy, dtype=torch.float64),
+        entropy=torch.tensor(entropy, dtype=torch.float64) if with_entropy else None,
         log_prob_pred=torch.zeros(n, dtype=torch.float64),
         log_prob_label=torch.zeros(n, dtype=torch.float64),
         pred=torch.zeros(n, dtype=torch.long),
@@ -43,3 +44,13 @@ def test_a_step_without_incorrect_tokens_reports_nan_not_zero():
     out = metrics.metrics(metrics.reduce().tolist())
     assert math.isnan(out["entropy_incorrect"]) and out["n_incorrect"] == 0.0
     assert not any(k.startswith("loss_") for k in out)
+
+
+def test_an_objective_without_entropy_logs_none_and_keeps_the_rest():
+    """clm's kernel computes no entropy: the row has no entropy keys, not NaN or 0."""
+    metrics = StepMetrics()
+    metrics.add(_output(2.0, [1.0, 3.0], [True, False], with_entropy=False, clm=2.0))
+    out = metrics.metrics(metrics.reduce().tolist())
+    assert not any(k.startswith("entropy_") for k in out)
+    assert out["loss_clm"] == 2.0 and out["token_accuracy"] == 0.5
+    assert out["prob_correct"] == 1.0  # log P = 0 in the fixture

@@ -18,7 +18,12 @@ import torch
 from uaclm_dist.losses import single_pass as sp
 from uaclm_dist.losses import token_stats as ts
 from uaclm_dist.losses.objectives.base import Objective
-from uaclm_dist.losses.types import IGNORE_INDEX, LossOutput, supervised_token_stats
+from uaclm_dist.losses.types import (
+    IGNORE_INDEX,
+    LossOutput,
+    TokenStats,
+    supervised_token_stats,
+)
 
 
 class FusedTokenStats(torch.autograd.Function):
@@ -70,7 +75,7 @@ class SinglePassTokenStats(torch.autograd.Function):
     def forward(ctx, hidden, weight, bias, labels, objective, chunk_tokens):
         final, directions, rows = sp.forward_rows(
             hidden, weight, bias, labels, objective.gradient_directions,
-            chunk_tokens=chunk_tokens,
+            chunk_tokens=chunk_tokens, with_entropy=objective.uses_entropy,
         )  # fmt: skip
         ctx.save_for_backward(directions, rows)
         ctx.objective_name = objective.name
@@ -139,6 +144,16 @@ def select_supervised(
     return hidden.index_select(0, keep), labels.index_select(0, keep), ids
 
 
+def token_stats_for(
+    objective: Objective, outputs: tuple[torch.Tensor, ...], labels: torch.Tensor
+) -> TokenStats:
+    """:class:`TokenStats` of a kernel's ``(log p_y, log P, H, pred)`` outputs, without the
+    entropy when the objective does not use it (the single-pass kernel left it NaN)."""
+    log_prob_label, log_prob_pred, entropy, pred = outputs
+    entropy = entropy if objective.uses_entropy else None
+    return supervised_token_stats(log_prob_label, log_prob_pred, entropy, pred, labels)
+
+
 def require_token_objective(objective: Objective) -> None:
     """Raise when ``objective`` cannot run from per-token statistics (it needs dense logits)."""
     if objective.needs_full_vocab:
@@ -194,7 +209,7 @@ def fused_loss(
             hidden, weight, bias, labels,
             chunk_tokens or ts.DEFAULT_CHUNK_TOKENS, chunk_vocab or ts.DEFAULT_CHUNK_VOCAB,
         )  # fmt: skip
-    stats = supervised_token_stats(*outputs, labels)
+    stats = token_stats_for(objective, outputs, labels)
     return objective.from_stats(
         stats, step=step, total_steps=total_steps, sequence_ids=sequence_ids
     )

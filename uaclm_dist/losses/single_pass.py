@@ -30,6 +30,7 @@ head keeps the two-pass kernel.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -101,6 +102,50 @@ def _chunk_softmax(
     return state, e
 
 
+def _chunk_softmax_no_entropy(
+    z: torch.Tensor, labels: torch.Tensor, col_start: int
+) -> tuple[ts.SoftmaxState, torch.Tensor]:
+    """:func:`_chunk_softmax` without the first moment (``moment`` is 0: no entropy follows from
+    it): ``z`` becomes ``e = exp(z - m)`` in place and is returned as ``e``."""
+    max_logit, local_pred = torch.max(z, dim=1)
+    in_chunk = (labels >= col_start) & (labels < col_start + z.shape[1])
+    local_label = torch.where(in_chunk, labels - col_start, torch.zeros_like(labels))
+    label_logit = z.gather(1, local_label.unsqueeze(1)).squeeze(1)
+    e = z.sub_(max_logit.unsqueeze(1)).exp_()
+    state = ts.SoftmaxState(
+        max_logit=max_logit,
+        sum_exp=e.sum(1),
+        moment=torch.zeros_like(max_logit),
+        pred=local_pred + col_start,
+        label_logit=torch.where(in_chunk, label_logit, torch.zeros_like(label_logit)),
+        has_label=in_chunk,
+    )
+    return state, e
+
+
+def _without_entropy(final: ts.FinalStats) -> ts.FinalStats:
+    nan = torch.full_like(final.lse, float("nan"))
+    return dataclasses.replace(final, entropy=nan, mean_logit=nan)
+
+
+def _direction_logit_grads(
+    p: torch.Tensor, q: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor
+) -> torch.Tensor:
+    """``[K, n, v]`` logit gradients ``a_k p + b_k q`` of the K directions, before the one-hot
+    label / argmax parts; ``p`` (and ``q``) are overwritten when K = 1 (no extra ``[n, v]``
+    tensor). ``q`` None: the directions have no entropy component (``b`` is ignored)."""
+    k_dirs = a.shape[1]
+    if k_dirs == 1:
+        g = p.mul_(a[:, :1])
+        return (g if q is None else q.mul_(b[:, :1]).add_(g)).unsqueeze(0)
+    g = torch.empty((k_dirs, *p.shape), dtype=p.dtype, device=p.device)
+    for k in range(k_dirs):
+        torch.mul(p, a[:, k : k + 1], out=g[k])
+        if q is not None:
+            g[k].addcmul_(q, b[:, k : k + 1])
+    return g
+
+
 def forward_rows(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -111,6 +156,7 @@ def forward_rows(
     vocab_start: int = 0,
     chunk_tokens: int,
     reduce: ReduceFn | None = None,
+    with_entropy: bool = True,
 ) -> tuple[ts.FinalStats, torch.Tensor, torch.Tensor]:
     """One pass over token chunks: statistics, directions and gradient rows of every token.
 
@@ -123,6 +169,10 @@ def forward_rows(
         chunk_tokens: tokens per chunk; with ``reduce`` it must be the same on every rank.
         reduce: merges a chunk's partial softmax state across vocabulary shards (collectives);
             None when ``weight`` holds the whole vocabulary.
+        with_entropy: False for an objective whose loss and diagnostics need no entropy
+            (``Objective.uses_entropy``; its directions must then have no entropy component):
+            the first moment and the entropy part of the gradient are skipped, two passes over
+            each ``[n, V]`` chunk fewer, and the returned entropy is NaN.
 
     Returns:
         ``(stats [N] each, directions [N, K, 3], rows [N, K, H])`` in the stat dtype; ``rows``
@@ -137,33 +187,32 @@ def forward_rows(
     for n0 in range(0, n, chunk_tokens):
         h, y = hidden[n0 : n0 + chunk_tokens], labels[n0 : n0 + chunk_tokens]
         z = ts._logits_chunk(h, weight, bias)  # [n, V_local], stat dtype
-        local, p = _chunk_softmax(z, y, vocab_start)  # z now holds z - m_local
+        softmax = _chunk_softmax if with_entropy else _chunk_softmax_no_entropy
+        local, p = softmax(z, y, vocab_start)  # z now holds z - m_local (or p itself)
         final = ts.finalize(reduce(local) if reduce is not None else local)
+        if not with_entropy:
+            final = _without_entropy(final)
         d = directions(
             supervised_token_stats(
-                final.log_prob_label, final.log_prob_pred, final.entropy, final.pred, y
+                final.log_prob_label, final.log_prob_pred,
+                final.entropy if with_entropy else None, final.pred, y,
             )
         )
         if d is None:
             d = identity_directions(h.shape[0], dtype, hidden.device)
         d = d.to(dtype)  # [n, K, 3]
-        # p = exp(z - LSE) = e * exp(m_local - LSE);  q = p (z - E_p[z])
+        # p = exp(z - LSE) = e * exp(m_local - LSE)
         p.mul_(torch.exp(local.max_logit - final.lse).unsqueeze(1))
-        q = z.add_((local.max_logit - final.mean_logit).unsqueeze(1)).mul_(p)
-        # g_k = d_alpha (e_y - p) + d_beta (e_a - p) - d_gamma q, per direction k
+        # g_k = d_alpha (e_y - p) + d_beta (e_a - p) - d_gamma q with q = p (z - E_p[z])
         a = -(d[:, :, 0] + d[:, :, 1])  # [n, K]
-        b = -d[:, :, 2]
-        k_dirs = d.shape[1]
-        if k_dirs == 1:  # in place: no third [n, V] tensor
-            g = q.mul_(b[:, :1]).add_(p.mul_(a[:, :1])).unsqueeze(0)
-        else:
-            g = torch.empty((k_dirs, *p.shape), dtype=p.dtype, device=p.device)
-            for k in range(k_dirs):
-                torch.mul(p, a[:, k : k + 1], out=g[k])
-                g[k].addcmul_(q, b[:, k : k + 1])
+        q = None
+        if with_entropy:
+            q = z.add_((local.max_logit - final.mean_logit).unsqueeze(1)).mul_(p)
+        g = _direction_logit_grads(p, q, a, -d[:, :, 2])
         del z, p, q
         _add_at(g, y - vocab_start, d[:, :, 0])
         _add_at(g, final.pred - vocab_start, d[:, :, 1])
+        k_dirs = g.shape[0]
         g_in = g.reshape(k_dirs * h.shape[0], -1).to(weight.dtype)
         rows.append(
             (g_in @ weight).to(dtype).reshape(k_dirs, h.shape[0], width).transpose(0, 1)

@@ -27,7 +27,9 @@ class LossOutput:
         n_tokens: number of supervised (non-ignored) positions.
         n_correct: |C|, positions whose argmax equals the label.
         n_incorrect: |C~|.
-        entropy_correct / entropy_incorrect: mean full-vocab entropy H (nats) over C / C~.
+        entropy_correct / entropy_incorrect: mean full-vocab entropy H (nats) over C / C~;
+            None when the objective does not use the entropy (``clm``: the single-pass kernel
+            skips computing it, and no implementation reports it).
         prob_correct / prob_incorrect: mean predicted-token probability P = p[argmax] over C / C~.
         token_accuracy: |C| / n_tokens (NaN when n_tokens == 0).
         terms: named detached loss components, e.g. ``clm``, ``ua``, ``ua_correct``,
@@ -38,8 +40,8 @@ class LossOutput:
     n_tokens: torch.Tensor
     n_correct: torch.Tensor
     n_incorrect: torch.Tensor
-    entropy_correct: torch.Tensor
-    entropy_incorrect: torch.Tensor
+    entropy_correct: torch.Tensor | None
+    entropy_incorrect: torch.Tensor | None
     prob_correct: torch.Tensor
     prob_incorrect: torch.Tensor
     token_accuracy: torch.Tensor
@@ -49,7 +51,7 @@ class LossOutput:
         """Flat ``{name: python float}`` view for logging (terms are prefixed ``loss_``)."""
         out = {}
         for f in fields(self):
-            if f.name == "terms":
+            if f.name == "terms" or getattr(self, f.name) is None:
                 continue
             out[f.name] = float(getattr(self, f.name).detach())
         for name, value in self.terms.items():
@@ -63,10 +65,11 @@ class TokenStats:
     ``[N]`` (the supervised tokens only) from the fused and vocab-parallel kernels.
 
     ``entropy``, ``log_prob_pred`` and ``log_prob_label`` are differentiable w.r.t. the logits;
-    ``pred``, ``valid`` and ``correct`` are hard (integer / boolean) quantities.
+    ``pred``, ``valid`` and ``correct`` are hard (integer / boolean) quantities. ``entropy`` is
+    None where it was not computed (an objective with ``uses_entropy`` False).
     """
 
-    entropy: torch.Tensor  # H_i in nats
+    entropy: torch.Tensor | None  # H_i in nats
     log_prob_pred: torch.Tensor  # log P_i = log p_i[a_i]
     log_prob_label: torch.Tensor  # log p_i[y_i] (0 where the label is ignored)
     pred: torch.Tensor  # a_i, int64
@@ -77,7 +80,7 @@ class TokenStats:
 def supervised_token_stats(
     log_prob_label: torch.Tensor,
     log_prob_pred: torch.Tensor,
-    entropy: torch.Tensor,
+    entropy: torch.Tensor | None,
     pred: torch.Tensor,
     labels: torch.Tensor,
 ) -> TokenStats:
@@ -101,9 +104,20 @@ def masked_mean_or_nan(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.any(), mean, torch.full_like(mean, math.nan))
 
 
-def diagnostics(stats: TokenStats) -> dict[str, torch.Tensor]:
+def _entropy_means(
+    entropy: torch.Tensor | None, correct: torch.Tensor, incorrect: torch.Tensor
+) -> dict[str, torch.Tensor | None]:
+    if entropy is None:  # not computed (an objective that does not use it)
+        return {"entropy_correct": None, "entropy_incorrect": None}
+    return {
+        "entropy_correct": masked_mean_or_nan(entropy, correct),
+        "entropy_incorrect": masked_mean_or_nan(entropy, incorrect),
+    }
+
+
+def diagnostics(stats: TokenStats) -> dict[str, torch.Tensor | None]:
     """The LossOutput diagnostic fields (everything but ``loss`` and ``terms``)."""
-    dtype = stats.entropy.dtype
+    dtype = stats.log_prob_label.dtype
     incorrect = stats.valid & ~stats.correct
     n_tokens = stats.valid.sum().to(dtype)
     n_correct = stats.correct.sum().to(dtype)
@@ -114,8 +128,7 @@ def diagnostics(stats: TokenStats) -> dict[str, torch.Tensor]:
         n_tokens=n_tokens,
         n_correct=n_correct,
         n_incorrect=incorrect.sum().to(dtype),
-        entropy_correct=masked_mean_or_nan(stats.entropy, stats.correct),
-        entropy_incorrect=masked_mean_or_nan(stats.entropy, incorrect),
+        **_entropy_means(stats.entropy, stats.correct, incorrect),
         prob_correct=masked_mean_or_nan(prob_pred, stats.correct),
         prob_incorrect=masked_mean_or_nan(prob_pred, incorrect),
         token_accuracy=accuracy,

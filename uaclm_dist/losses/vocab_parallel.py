@@ -36,9 +36,10 @@ from uaclm_dist.losses.fused import (
     fused_loss,
     require_token_objective,
     select_supervised,
+    token_stats_for,
 )
 from uaclm_dist.losses.objectives.base import Objective
-from uaclm_dist.losses.types import IGNORE_INDEX, LossOutput, supervised_token_stats
+from uaclm_dist.losses.types import IGNORE_INDEX, LossOutput
 
 
 def vocab_shard_range(vocab_size: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -132,7 +133,7 @@ class VocabParallelSinglePass(torch.autograd.Function):
         final, directions, rows = sp.forward_rows(
             hidden_all, weight, bias, labels_all, objective.gradient_directions,
             vocab_start=vocab_start, chunk_tokens=chunk,
-            reduce=lambda state: reduce_state(state, group),
+            reduce=lambda state: reduce_state(state, group), with_entropy=objective.uses_entropy,
         )  # fmt: skip
         n_all, k_dirs, width = rows.shape
         mine = slice(offset, offset + sizes[rank])
@@ -277,7 +278,7 @@ def vocab_parallel_loss(
             hidden, weight_shard, bias_shard, labels, vocab_start, group,
             chunk_tokens or ts.DEFAULT_CHUNK_TOKENS, chunk_vocab or ts.DEFAULT_CHUNK_VOCAB,
         )  # fmt: skip
-    stats = supervised_token_stats(*outputs, labels)
+    stats = token_stats_for(objective, outputs, labels)
     return objective.from_stats(
         stats, step=step, total_steps=total_steps, sequence_ids=sequence_ids
     )

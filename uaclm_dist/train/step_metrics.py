@@ -33,7 +33,9 @@ class StepMetrics:
     incorrect tokens (NaN when there were none).
 
     The loss terms are whatever the objective reports (``LossOutput.terms``); an objective
-    reports the same term names on every call, so every rank packs the same vector.
+    reports the same term names on every call, so every rank packs the same vector. Entropies an
+    objective does not compute (None in its ``LossOutput``, e.g. ``clm``) are left out of the
+    vector and the row.
 
     Args:
         device: where the sums live (the worker's device; None: the first output's device).
@@ -42,22 +44,24 @@ class StepMetrics:
     def __init__(self, device: torch.device | str | None = None) -> None:
         self.device = torch.device(device) if device is not None else None
         self.terms: list[str] = []
+        self.weighted: list[str] = list(_WEIGHTED)  # those the objective reports
         self.sums: torch.Tensor | None = None  # [len(names)] float64 on self.device
 
     @property
     def names(self) -> list[str]:
-        return ["micro_batches", "loss", *_COUNTS, *_WEIGHTED,
+        return ["micro_batches", "loss", *_COUNTS, *self.weighted,
                 *(f"loss_{t}" for t in self.terms)]  # fmt: skip
 
     def add(self, out: LossOutput) -> None:
         if self.sums is None:
             self.terms = sorted(out.terms)
+            self.weighted = [k for k in _WEIGHTED if getattr(out, k) is not None]
             self.device = self.device or out.loss.device
             self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=self.device)
         values = {"loss": out.loss.detach(), **{k: getattr(out, k) for k in (*_COUNTS,
-                  *_WEIGHTED)}, **{f"loss_{t}": out.terms[t] for t in self.terms}}  # fmt: skip
-        for key, count in _WEIGHTED.items():  # a mean over no token (NaN) adds nothing
-            n = values[count].to(torch.float64)
+                  *self.weighted)}, **{f"loss_{t}": out.terms[t] for t in self.terms}}  # fmt: skip
+        for key in self.weighted:  # a mean over no token (NaN) adds nothing
+            n = values[_WEIGHTED[key]].to(torch.float64)
             values[key] = torch.where(n > 0, values[key].to(torch.float64) * n, 0.0)
         row = [torch.ones((), dtype=torch.float64, device=self.device)]
         row += [values[n].to(self.device, torch.float64) for n in self.names[1:]]
@@ -81,7 +85,8 @@ class StepMetrics:
         out = {"loss": total["loss"] / micro}
         for key in _COUNTS:
             out[key] = total[key]
-        for key, count in _WEIGHTED.items():
+        for key in self.weighted:
+            count = _WEIGHTED[key]
             out[key] = total[key] / total[count] if total[count] > 0 else math.nan
         out["token_accuracy"] = (
             total["n_correct"] / total["n_tokens"] if total["n_tokens"] > 0 else math.nan

@@ -34,11 +34,16 @@ class Objective:
         needs_full_vocab: True when the loss needs the whole distribution (e.g. unlikelihood's
             candidate tokens), so only ``objective.implementation: reference`` can run it.
         summary: one line for docs and ``uaclm config reference``.
+        uses_entropy: False when neither the loss nor its diagnostics need the token entropy
+            (``clm``): the single-pass kernel then skips computing it (one pass over the logits
+            fewer, and no entropy term in the gradient), ``TokenStats.entropy`` is None and the
+            per-step ``entropy_correct`` / ``entropy_incorrect`` are not reported.
     """
 
     name: ClassVar[str]
     needs_full_vocab: ClassVar[bool] = False
     summary: ClassVar[str] = ""
+    uses_entropy: ClassVar[bool] = True
 
     def __init__(self, config: ObjectiveConfig):
         self.config = config
@@ -97,7 +102,7 @@ class Objective:
     def graph_anchor(stats: TokenStats) -> torch.Tensor:
         """A differentiable 0 tied to the statistics: the loss stays a graph node (every rank
         can call backward) even when no token is supervised."""
-        return stats.entropy.sum() * 0.0
+        return stats.log_prob_label.sum() * 0.0
 
 
 #: Objective classes by name. Built-ins register in their own modules (clm.py, ua_clm.py, ...).
