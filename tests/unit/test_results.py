@@ -184,8 +184,12 @@ def test_dirty_unknown_and_missing_blocks_are_stale(repo):
 def test_write_puts_the_measured_tables_and_their_provenance_in_the_block(repo, tmp_path):
     folder = tmp_path / "measured"
     _write_eval(folder / "eval")
-    fields = record_provenance(folder, repo, "make results-demo")
+    (repo / "other.txt").write_text("changed, but not a declared path\n")
+    fields = record_provenance(folder, repo, "make results-demo", ("code",))
     assert not fields["commit"].endswith("+dirty") and "cores" in fields["machine"]
+    (repo / "code" / "train.py").write_text("x = 3\n")
+    assert record_provenance(tmp_path / "m2", repo, "c", ("code",))["commit"].endswith("+dirty")
+    (repo / "code" / "train.py").write_text("x = 1\n")
     page = write_section(repo, _section(), folder)
     block = find_blocks(page.read_text())["demo"]
     assert block.fields == fields

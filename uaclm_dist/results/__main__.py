@@ -37,7 +37,7 @@ def write_section(repo: Path, section: Section, folder: Path) -> Path:
 def measure_section(repo: Path, section: Section) -> Path:
     """Run the measurement of ``section`` into a new folder, then write the block; the page."""
     folder = section.folder(repo, datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
-    fields = record_provenance(folder, repo, section.command)
+    fields = record_provenance(folder, repo, section.command, section.depends_on)
     if fields["commit"].endswith("+dirty"):
         print(f"warning: uncommitted changes: {section.name} will be marked stale", file=sys.stderr)
     for argv in section.measure(folder):

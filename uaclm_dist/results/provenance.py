@@ -1,5 +1,5 @@
-"""Where and on what a measurement ran: the commit (``+dirty`` with uncommitted changes to
-tracked files), the UTC date and the machine, recorded before the measurement starts."""
+"""Where and on what a measurement ran: the commit (``+dirty`` with uncommitted changes to the
+paths the section depends on), the UTC date and the machine, recorded before it starts."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ def git(repo: Path, *args: str) -> str:
                           check=True, timeout=30).stdout.strip()  # fmt: skip
 
 
-def _commit(repo: Path) -> str:
+def _commit(repo: Path, paths: tuple[str, ...]) -> str:
+    """HEAD, ``+dirty`` when a tracked file under ``paths`` differs from it (a results page the
+    previous section just wrote does not count)."""
     head = git(repo, "rev-parse", "--short=12", "HEAD")
-    dirty = git(repo, "status", "--porcelain", "--untracked-files=no")
+    dirty = git(repo, "diff", "--name-only", "HEAD", "--", *paths) if paths else ""
     return head + ("+dirty" if dirty else "")
 
 
@@ -51,12 +53,15 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, {cpu}, {gpus}".replace("|", "/")
 
 
-def record_provenance(out: Path, repo: Path, command: str) -> dict[str, str]:
-    """Write ``out/provenance.json`` (command, commit, date, machine) and return it."""
+def record_provenance(
+    out: Path, repo: Path, command: str, paths: tuple[str, ...] = (".",)
+) -> dict[str, str]:
+    """Write ``out/provenance.json`` (command, commit, date, machine) and return it; ``paths``:
+    what the measurement depends on (the dirty check)."""
     out.mkdir(parents=True, exist_ok=True)
     fields = {
         "command": command,
-        "commit": _commit(repo),
+        "commit": _commit(repo, paths),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
     }
