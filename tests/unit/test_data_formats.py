@@ -84,9 +84,11 @@ def test_unregistered_format_is_refused():
 
 
 def test_built_in_formats_and_their_flags():
-    assert DATA_FORMATS.names()[:10] == ("coqa", "triviaqa", "squad", "bioasq", "okvqa",
-                                         "fanoutqa", "easyvqa", "jsonl", "parquet", "hf")
-    assert [f.name for f in DATA_FORMATS.values() if f.packaged] == ["fanoutqa", "easyvqa"]
+    assert DATA_FORMATS.names()[:11] == ("coqa", "triviaqa", "squad", "bioasq", "okvqa",
+                                         "fanoutqa", "easyvqa", "arithmetic", "jsonl", "parquet",
+                                         "hf")  # fmt: skip
+    assert [f.name for f in DATA_FORMATS.values() if f.packaged] == ["fanoutqa", "easyvqa",
+                                                                     "arithmetic"]
     assert [f.name for f in DATA_FORMATS.values() if f.uses_field_map] == ["jsonl", "parquet",
                                                                           "hf"]
     assert DATA_FORMATS.get("hf").suffixes is None and DATA_FORMATS.get("easyvqa").suffixes is None

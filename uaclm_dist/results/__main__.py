@@ -80,16 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except subprocess.CalledProcessError as exc:
         print(
-            f"error: {' '.join(exc.cmd)} failed (exit {exc.returncode}); {page_note(section)}",
+            f"error: {' '.join(exc.cmd)} failed (exit {exc.returncode}); {section.page} is "
+            "unchanged",
             file=sys.stderr,
         )
         return 1
     print(f"wrote [{section.name}] in {page.relative_to(REPO_ROOT)}")
     return 0
-
-
-def page_note(section: Section) -> str:
-    return f"{section.page} is unchanged"
 
 
 if __name__ == "__main__":

@@ -94,11 +94,11 @@ def _record_lost(cell: RemoteCell, why: str) -> None:
 
 def _settle(spec: SweepSpec, cell: RemoteCell, active: bool,
             why_gone: Callable[[RemoteCell], str]) -> None:  # fmt: skip
+    if active:  # even with complete outputs: the task still writes its final status.json
+        return
     state = cell_state(cell.paths, spec.evaluate)
     if state == DONE:
         cell.settled = DONE
-    elif active:
-        return
     elif state == FAILED:
         cell.settled = FAILED
     else:  # gone, and the local backend wrote no verdict (killed, cancelled, never started)
