@@ -81,41 +81,28 @@ def _add_at(g: torch.Tensor, cols: torch.Tensor, values: torch.Tensor) -> None:
 
 
 def _chunk_softmax(
-    z: torch.Tensor, labels: torch.Tensor, col_start: int
+    z: torch.Tensor, labels: torch.Tensor, col_start: int, with_entropy: bool = True
 ) -> tuple[ts.SoftmaxState, torch.Tensor]:
     """Softmax state of the logits chunk ``z [n, v]`` (columns from ``col_start``) and
-    ``e = exp(z - m)``; ``z`` is left holding ``z - m`` (in place, to save a chunk)."""
+    ``e = exp(z - m)``; ``z`` is left holding ``z - m`` (in place, to save a chunk).
+
+    ``with_entropy`` False: no first moment (``moment`` is 0, so no entropy follows from the
+    state) and ``z`` itself becomes ``e`` (no second ``[n, v]`` tensor)."""
     max_logit, local_pred = torch.max(z, dim=1)  # first maximum on ties, as torch.argmax
     in_chunk = (labels >= col_start) & (labels < col_start + z.shape[1])
     local_label = torch.where(in_chunk, labels - col_start, torch.zeros_like(labels))
     label_logit = z.gather(1, local_label.unsqueeze(1)).squeeze(1)
     z.sub_(max_logit.unsqueeze(1))
-    e = torch.exp(z)
+    if with_entropy:
+        e = torch.exp(z)
+        moment = (e * z).sum(1)
+    else:
+        e = z.exp_()
+        moment = torch.zeros_like(max_logit)
     state = ts.SoftmaxState(
         max_logit=max_logit,
         sum_exp=e.sum(1),
-        moment=(e * z).sum(1),
-        pred=local_pred + col_start,
-        label_logit=torch.where(in_chunk, label_logit, torch.zeros_like(label_logit)),
-        has_label=in_chunk,
-    )
-    return state, e
-
-
-def _chunk_softmax_no_entropy(
-    z: torch.Tensor, labels: torch.Tensor, col_start: int
-) -> tuple[ts.SoftmaxState, torch.Tensor]:
-    """:func:`_chunk_softmax` without the first moment (``moment`` is 0: no entropy follows from
-    it): ``z`` becomes ``e = exp(z - m)`` in place and is returned as ``e``."""
-    max_logit, local_pred = torch.max(z, dim=1)
-    in_chunk = (labels >= col_start) & (labels < col_start + z.shape[1])
-    local_label = torch.where(in_chunk, labels - col_start, torch.zeros_like(labels))
-    label_logit = z.gather(1, local_label.unsqueeze(1)).squeeze(1)
-    e = z.sub_(max_logit.unsqueeze(1)).exp_()
-    state = ts.SoftmaxState(
-        max_logit=max_logit,
-        sum_exp=e.sum(1),
-        moment=torch.zeros_like(max_logit),
+        moment=moment,
         pred=local_pred + col_start,
         label_logit=torch.where(in_chunk, label_logit, torch.zeros_like(label_logit)),
         has_label=in_chunk,
@@ -187,8 +174,7 @@ def forward_rows(
     for n0 in range(0, n, chunk_tokens):
         h, y = hidden[n0 : n0 + chunk_tokens], labels[n0 : n0 + chunk_tokens]
         z = ts._logits_chunk(h, weight, bias)  # [n, V_local], stat dtype
-        softmax = _chunk_softmax if with_entropy else _chunk_softmax_no_entropy
-        local, p = softmax(z, y, vocab_start)  # z now holds z - m_local (or p itself)
+        local, p = _chunk_softmax(z, y, vocab_start, with_entropy)  # z: z - m_local (or p)
         final = ts.finalize(reduce(local) if reduce is not None else local)
         if not with_entropy:
             final = _without_entropy(final)
