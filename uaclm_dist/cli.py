@@ -228,15 +228,34 @@ def _stop(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _baselines(values: list[str]) -> tuple[str | None, dict[str, str]]:
+    """``--baseline`` values -> (the default baseline or None, ``{method: its own baseline}``):
+    ``NAME`` sets the default (at most once), ``METHOD=NAME`` pairs one method with its own."""
+    plain = [v for v in values if "=" not in v]
+    if len(plain) > 1:
+        raise ConfigError(f"--baseline: one default baseline, got {plain} (pair a method with "
+                          "its own as METHOD=BASELINE)")  # fmt: skip
+    pairs: dict[str, str] = {}
+    for value in values:
+        if "=" in value:
+            method, _, reference = value.partition("=")
+            if not method or not reference or method in pairs:
+                raise ConfigError(f"--baseline {value}: expected METHOD=BASELINE, each method "
+                                  "once")  # fmt: skip
+            pairs[method] = reference
+    return (plain[0] if plain else None), pairs
+
+
 def _eval(args: argparse.Namespace) -> int:
     """Generate answers, score uncertainty and compute the metrics."""
     config = _load(args)
     run_evaluation = _entry_point(EVAL_MODULE, "run_evaluation")
     if run_evaluation is None:
         return _not_implemented("eval", f"{EVAL_MODULE}.run_evaluation")
+    baseline, pairs = _baselines(args.baseline)
     run_evaluation(config, args.adapter, include_base=args.base, out_dir=args.out,
-                   allow_train_overlap=args.allow_train_overlap, baseline=args.baseline,
-                   verbose=args.verbose)  # fmt: skip
+                   allow_train_overlap=args.allow_train_overlap, baseline=baseline,
+                   pairs=pairs, verbose=args.verbose)  # fmt: skip
     return EXIT_OK
 
 
@@ -338,9 +357,11 @@ def _eval_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--out", metavar="DIR", default=None,
                      help="evaluation folder (default: logging.output_dir/eval)")  # fmt: skip
     sub.add_argument(
-        "--baseline", metavar="NAME", default=None,
+        "--baseline", metavar="NAME|METHOD=NAME", action="append", default=[],
         help="the method every other one is compared with (paired differences, intervals, "
-        "Holm); default: the first (base with --base, else the first --adapter)",
+        "Holm); default: the first (base with --base, else the first --adapter). "
+        "METHOD=NAME (repeatable) compares METHOD with NAME instead, e.g. a two-stage run "
+        "with its control: --baseline clm --baseline clm_then_ua_clm=clm_then_clm",
     )  # fmt: skip
     sub.add_argument(
         "--allow-train-overlap", action="store_true",

@@ -219,14 +219,24 @@ def test_eval_baseline_must_be_an_evaluated_method_and_reaches_the_runner(
     monkeypatch.setattr(uaclm_dist.cluster, "ray_session", no_ray)
     out = tmp_path / "eval"
     assert_config_error(capsys, ["eval", good, "--base", "--baseline", "clm", "--out", out],
-                        "--baseline clm: not one of the evaluated methods ['base']")  # fmt: skip
+                        "--baseline: clm is not one of the evaluated methods ['base']")  # fmt: skip
+    assert_config_error(capsys, ["eval", good, "--base", "--baseline", "base=ctl", "--out", out],
+                        "--baseline: ctl is not one of the evaluated methods ['base']")  # fmt: skip
     assert not out.exists()
     calls = []
     monkeypatch.setattr(cli, "_entry_point",
                         lambda module, name: lambda *a, **kw: calls.append(kw))
     assert run_cli(capsys, "eval", good, "--base", "--baseline", "base")[0] == 0
     assert run_cli(capsys, "eval", good, "--base")[0] == 0
-    assert [kw["baseline"] for kw in calls] == ["base", None]
+    assert run_cli(capsys, "eval", good, "--base", "--baseline", "a=b", "--baseline", "base",
+                   "--baseline", "c=d")[0] == 0  # fmt: skip
+    assert [(kw["baseline"], kw["pairs"]) for kw in calls] == [
+        ("base", {}), (None, {}), ("base", {"a": "b", "c": "d"})]
+    for values, needle in [(["a", "b"], "one default baseline, got ['a', 'b']"),
+                           (["a=b", "a=c"], "--baseline a=c: expected METHOD=BASELINE"),
+                           (["=b"], "--baseline =b: expected METHOD=BASELINE")]:
+        assert_config_error(capsys, ["eval", good, "--base",
+                                     *(x for v in values for x in ("--baseline", v))], needle)
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -309,6 +309,33 @@ def test_compare_methods_table_and_paired_diffs():
         compare_methods({"a": base, "b": base.iloc[:-1]}, ["te"])
 
 
+def test_a_method_with_its_own_baseline_is_paired_with_it():
+    base = synthetic(n=300, seed=2, signal=0.3)
+    control = synthetic(n=300, seed=3, signal=0.3)
+    staged = control.copy()
+    staged["te"] = (1 - staged["rouge_l"]) + 0.1 * np.random.default_rng(9).normal(size=300)
+    frames = {"clm": base, "then_clm": control, "then_ua": staged}
+    cmp = compare_methods(frames, ["te"], baseline="clm", pairs={"then_ua": "then_clm"},
+                          n_bootstrap=50)  # fmt: skip
+    alone = compare_methods({"then_clm": control, "then_ua": staged}, ["te"], n_bootstrap=50)
+    rows = cmp.diffs.set_index(["method", "quantity"])
+    assert rows.loc[("then_clm", "AUROC te"), "baseline"] == "clm"
+    paired = rows.loc[("then_ua", "AUROC te")]
+    reference = alone.diffs.set_index("quantity").loc["AUROC te"]
+    assert paired["baseline"] == "then_clm"
+    assert (paired["diff"], paired["low"], paired["high"]) == (
+        reference["diff"], reference["low"], reference["high"])
+    n_control = int(is_correct(control, 0.3).sum())
+    assert paired["baseline_n_correct"] == n_control
+    assert cmp.pairs == {"then_ua": "then_clm"} and cmp.to_dict()["pairs"] == cmp.pairs
+    md = cmp.to_markdown()
+    assert "| then_ua (vs then_clm) |" in md and "| then_clm |" in md
+    assert "`then_ua` vs `then_clm`" in md
+    assert compare_methods(frames, ["te"], pairs={"clm": "clm"}, n_bootstrap=0).pairs == {}
+    with pytest.raises(KeyError, match=r"\['nope'\] not among the methods"):
+        compare_methods(frames, ["te"], pairs={"then_ua": "nope"})
+
+
 def test_markdown_table():
     md = markdown_table(["a", "b"], [["x|y", 1.5]])
     assert md.splitlines() == ["| a | b |", "| :--- | ---: |", "| x\\|y | 1.5 |"]

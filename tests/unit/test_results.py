@@ -21,7 +21,14 @@ from uaclm_dist.results.markers import BlockError, find_blocks, render_block, re
 from uaclm_dist.results.provenance import record_provenance
 from uaclm_dist.results.sections import SECTIONS, Section
 from uaclm_dist.results.staleness import stale_sections
-from uaclm_dist.results.tables import EvalResults, _holds, detection_table, ood_table
+from uaclm_dist.results.tables import (
+    EvalResults,
+    _holds,
+    detection_table,
+    ood_table,
+    paired_table,
+    seeds_table,
+)
 
 FIELDS = {"command": "make results-x", "commit": "abc", "date": "2026-12-07", "machine": "m"}
 
@@ -82,11 +89,13 @@ def _frames(seed: int, wrong_rate: dict[str, float], n: int = 120, n_ood: int = 
     return frames
 
 
-def _write_eval(folder: Path, seed: int = 0) -> Path:
-    frames = _frames(seed, {"base": 0.97, "clm": 0.45, "clm+ua": 0.4})
+def _write_eval(folder: Path, seed: int = 0, rates: dict | None = None,
+                pairs: dict | None = None) -> Path:  # fmt: skip
+    frames = _frames(seed, rates or {"base": 0.97, "clm": 0.45, "clm+ua": 0.4})
     scores = ["te", "ppl", "pe", "se", "length"]
     metrics = {m: compute_metrics(df, scores, 0.5, 100) for m, df in frames.items()}
-    comparison = compare_methods(frames, scores, baseline="clm", threshold=0.5, n_bootstrap=100)
+    comparison = compare_methods(frames, scores, baseline="clm", pairs=pairs, threshold=0.5,
+                                 n_bootstrap=100)  # fmt: skip
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps(to_jsonable(metrics)))
     (folder / "comparison.json").write_text(json.dumps(to_jsonable(comparison.to_dict())))
@@ -107,6 +116,21 @@ def test_tables_carry_counts_and_say_too_few_to_judge(tmp_path):
     ood = ood_table({"": run})
     ood_auroc = metrics["clm"]["scores"]["te"]["ood_auroc"]
     assert "| `clm` | 120 / 40 |" in ood and f"{ood_auroc:.3f} [" in ood
+
+
+def test_a_method_paired_with_its_own_control_is_labelled_so(tmp_path):
+    rates = {"clm": 0.45, "then_clm": 0.4, "then_ua": 0.35}
+    runs = {f" (seed {s})": EvalResults(_write_eval(tmp_path / f"s{s}", s, rates,
+                                                    {"then_ua": "then_clm"}))
+            for s in (0, 1)}  # fmt: skip
+    run = runs[" (seed 0)"]
+    rows = paired_table(run).splitlines()
+    assert rows[0].startswith("| method - `clm` |")
+    assert [r.split(" |")[0] for r in rows[2:]] == ["| `then_clm`", "| `then_ua` - `then_clm`"]
+    diff = next(d for d in run.comparison["diffs"]
+                if d["method"] == "then_ua" and d["quantity"] == "Accuracy")  # fmt: skip
+    assert f"{diff['diff']:+.3f} [" in rows[3]
+    assert "| `then_ua` - `then_clm` | TE AUROC |" in seeds_table(runs)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,10 @@ fine-tuning method (e.g. ``clm``, ``ua_clm``), all over the same example ids. On
   rests on these two counts);
 - ``diffs``: one row per (method, quantity): ``method - baseline`` on the same examples, each
   method with its own correct/incorrect labels, with a t interval, a p-value, the unadjusted
-  verdict and the Holm-adjusted one.
+  verdict and the Holm-adjusted one. Every method is compared with one ``baseline`` except those
+  given their own in ``pairs`` (e.g. a two-stage ``clm_then_ua_clm`` against its control
+  ``clm_then_clm``, which had the same total steps and the same optimizer restart); each row
+  names the baseline it was taken against.
 
 Differences (see :mod:`.intervals` for why t intervals, not percentile ones)
 ----------------------------------------------------------------------------
@@ -98,6 +101,7 @@ class Comparison:
     counts: pd.DataFrame
     diffs: pd.DataFrame
     baseline: str
+    pairs: dict[str, str]
     scores: list[str]
     metrics: list[str]
     n_examples: int
@@ -147,7 +151,7 @@ class Comparison:
         )
         rows = [
             [
-                r.method,
+                r.method if r.baseline == self.baseline else f"{r.method} (vs {r.baseline})",
                 r.quantity,
                 f"{_counts(r.n_correct, r.n_incorrect)} vs "
                 f"{_counts(r.baseline_n_correct, r.baseline_n_incorrect)}",
@@ -163,9 +167,11 @@ class Comparison:
         headers = ["Method", "Quantity", "Correct/incorrect (method vs baseline)", "Difference",
                    f"{level}% CI", "p", "CI excludes 0 (unadjusted)", "Holm p",
                    f"Holm: excludes 0 (m={m})"]  # fmt: skip
+        own = "".join(f", `{a}` vs `{b}`" for a, b in self.pairs.items())
         return [
-            f"Differences vs `{self.baseline}` (method - baseline) on the same examples, each "
-            f"method with its own correct/incorrect answers. **{m} comparisons** in this table.",
+            f"Differences vs `{self.baseline}` (method - baseline{own}) on the same examples, "
+            f"each method with its own correct/incorrect answers. **{m} comparisons** in this "
+            "table.",
             "",
             f"- Interval: difference +- t({1 - self.alpha / 2:g}, df) x SE, df = the smallest "
             f"correct or incorrect count of the two methods - 1; SE: {sources}. p: two-sided, "
@@ -198,6 +204,7 @@ class Comparison:
         return to_jsonable(
             {
                 "baseline": self.baseline,
+                "pairs": self.pairs,
                 "scores": self.scores,
                 "metrics": self.metrics,
                 "n_examples": self.n_examples,
@@ -293,10 +300,31 @@ def verdict(judged: bool, p: float, alpha: float) -> str:
     return "yes" if p < alpha else "no"
 
 
+def baselines_of(methods: Sequence[str], baseline: str | None = None,
+                 pairs: Mapping[str, str] | None = None) -> dict[str, str]:  # fmt: skip
+    """``{method: the method it is compared with}`` for every method but the baseline.
+
+    ``baseline``: the default reference (None: the first method); ``pairs``: methods with a
+    reference of their own (``{method: its baseline}``); a method paired with itself is skipped.
+
+    Raises:
+        KeyError: the baseline, or a name in ``pairs``, is not among ``methods``.
+    """
+    methods = list(methods)
+    baseline = baseline if baseline is not None else methods[0]
+    pairs = dict(pairs or {})
+    unknown = [n for n in (baseline, *pairs, *pairs.values()) if n not in methods]
+    if unknown:
+        raise KeyError(f"baseline(s) {unknown} not among the methods {methods}")
+    against = {m: pairs.get(m, baseline) for m in methods}
+    return {m: b for m, b in against.items() if m != b}
+
+
 def compare_methods(
     per_method: Mapping[str, pd.DataFrame],
     scores: Sequence[str],
     baseline: str | None = None,
+    pairs: Mapping[str, str] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     metrics: Sequence[str] | None = None,
     n_bootstrap: int = 1000,
@@ -309,6 +337,7 @@ def compare_methods(
         per_method: method name -> per-example frame (columns id, rouge_l, is_ood?, scores).
         scores: score columns to compare, e.g. ``["te", "ppl", "pe", "se", "length"]``.
         baseline: the reference method (default: the first one).
+        pairs: methods compared with a reference of their own instead (``{method: baseline}``).
         metrics: names in :data:`~.metrics.METRICS` (default: those marked ``compared``).
         n_bootstrap: paired resamples for the bootstrap SEs; 0: no intervals, p-values or
             verdicts ("n/a") at all, DeLong included.
@@ -316,8 +345,7 @@ def compare_methods(
     """
     frames = align_methods(per_method)
     baseline = baseline if baseline is not None else next(iter(frames))
-    if baseline not in frames:
-        raise KeyError(f"baseline {baseline!r} is not among the methods {list(frames)}")
+    against = baselines_of(list(frames), baseline, pairs)
     specs = _resolve_metrics(metrics)
     inputs = {m: metric_inputs(df, threshold) for m, df in frames.items()}
     correct = {m: x["is_correct"] for m, x in inputs.items()}
@@ -339,19 +367,18 @@ def compare_methods(
     table = pd.DataFrame(
         {name: {m: q.fn(*q.args(m)) for m in frames} for name, q in quantities.items()}
     )
-    base_counts = counts.loc[baseline]
     rows = []
-    for method in frames:
-        if method == baseline:
-            continue
+    for method, reference in against.items():
+        base_counts = counts.loc[reference]
         smallest = int(min(counts.loc[method].min(), base_counts.min()))
-        strata = 2 * correct[method].astype(np.int64) + correct[baseline]
+        strata = 2 * correct[method].astype(np.int64) + correct[reference]
         for name, q in quantities.items():
-            d = _paired(q, q.args(method), q.args(baseline), strata, smallest - 1,
+            d = _paired(q, q.args(method), q.args(reference), strata, smallest - 1,
                         n=n_bootstrap, seed=seed, alpha=alpha)  # fmt: skip
             rows.append(
                 {
                     "method": method,
+                    "baseline": reference,
                     "quantity": name,
                     **d._asdict(),
                     "excludes_zero": bool(np.isfinite(d.low) and (d.low > 0 or d.high < 0)),
@@ -364,7 +391,7 @@ def compare_methods(
                     "judged": smallest >= MIN_CLASS_COUNT,
                 }
             )
-    columns = ["method", "quantity", *Difference._fields, "excludes_zero", "verdict",
+    columns = ["method", "baseline", "quantity", *Difference._fields, "excludes_zero", "verdict",
                "interval", "n_correct", "n_incorrect", "baseline_n_correct",
                "baseline_n_incorrect", "judged"]  # fmt: skip
     diffs = pd.DataFrame(rows, columns=columns)
@@ -377,6 +404,7 @@ def compare_methods(
         counts=counts,
         diffs=diffs.drop(columns="judged"),
         baseline=baseline,
+        pairs={m: b for m, b in against.items() if b != baseline},
         scores=list(scores),
         metrics=[s.name for s in specs],
         n_examples=len(frames[baseline]),

@@ -222,6 +222,7 @@ def run_evaluation(
     out_dir: str | None = None,
     allow_train_overlap: bool = False,
     baseline: str | None = None,
+    pairs: dict[str, str] | None = None,
     verbose: bool = False,
 ) -> dict:
     """Evaluate ``base`` (if asked) and each adapter spec; returns ``{method: metrics}``.
@@ -229,7 +230,9 @@ def run_evaluation(
     With no adapters and no ``include_base`` (``uaclm run``), the run folder's own adapter is
     evaluated next to the base model. ``allow_train_overlap``: score the evaluation config's test
     split even where it holds an adapter run's training questions (contaminated numbers).
-    ``baseline``: the method the comparison table takes differences against (default: the first).
+    ``baseline``: the method the comparison table takes differences against (default: the first);
+    ``pairs``: methods compared with a baseline of their own (``{method: baseline}``, e.g. a
+    two-stage run against its control).
     ``verbose``: Ray's and the actors' output on the console rather than in ``OUT/logs/``.
     """
     from uaclm_dist.modeling.families import load_tokenizer_for
@@ -243,8 +246,9 @@ def run_evaluation(
     names = [m for m, _ in methods]
     if len(set(names)) != len(names):
         raise ConfigError(f"method names must be unique, got {names} (use NAME=PATH)")
-    if baseline is not None and baseline not in names:
-        raise ConfigError(f"--baseline {baseline}: not one of the evaluated methods {names}")
+    for name in [baseline, *(pairs or {}), *(pairs or {}).values()]:
+        if name is not None and name not in names:
+            raise ConfigError(f"--baseline: {name} is not one of the evaluated methods {names}")
     locate_model(cfg.model.name_or_path)  # exit 2 within seconds, before any Ray process
     check_attention_kernel(cfg.model.attn_implementation)
     if cfg.eval.clusterer == "nli":
@@ -268,7 +272,8 @@ def run_evaluation(
                 "examples": examples.selection,
                 "methods": {n: str(a) if a else "base model" for n, a in methods}}  # fmt: skip
     per_method = _generate(cfg, fingerprints, methods, rows, out, verbose=verbose)
-    metrics = _score_methods(cfg, per_method, out, protocol, baseline=baseline or names[0])
+    metrics = _score_methods(cfg, per_method, out, protocol, baseline=baseline or names[0],
+                             pairs=pairs or {})  # fmt: skip
     (out / STOPPED_FILE).unlink(missing_ok=True)  # an earlier stop of this evaluation is over
     return metrics
 
@@ -351,8 +356,9 @@ def _write_stopped(out: Path, reason: str, *, finished: list[str],
 
 
 def _score_methods(cfg: RunConfig, per_method: dict[str, pd.DataFrame], out: Path,
-                   protocol: dict, *, baseline: str) -> dict:  # fmt: skip
-    """Metrics per method, the comparison with ``baseline`` and the report (driver only, after
+                   protocol: dict, *, baseline: str, pairs: dict[str, str]) -> dict:  # fmt: skip
+    """Metrics per method, the comparison with ``baseline`` (``pairs``: methods with their own)
+    and the report (driver only, after
     Ray: their warnings reach the console); returns ``{method: metrics}``."""
     from uaclm_dist.evaluate.compare import compare_methods
     from uaclm_dist.evaluate.report import write_report
@@ -363,7 +369,7 @@ def _score_methods(cfg: RunConfig, per_method: dict[str, pd.DataFrame], out: Pat
     metrics = {name: compute_metrics(df, scores, threshold, cfg.eval.bootstrap_samples,
                                      seed=cfg.optim.seed)
                for name, df in per_method.items()}  # fmt: skip
-    comparison = compare_methods(per_method, scores, baseline=baseline,
+    comparison = compare_methods(per_method, scores, baseline=baseline, pairs=pairs,
                                  threshold=threshold, n_bootstrap=cfg.eval.bootstrap_samples,
                                  seed=cfg.optim.seed)  # fmt: skip
     (out / "comparison.md").write_text(comparison.to_markdown() + "\n")

@@ -107,10 +107,12 @@ def _render_demo(folder: Path) -> str:
             ood,
             "",
         ]
+    own = "".join(f" `{m}` is compared with its control `{b}` instead."
+                  for m, b in (run.comparison.get("pairs") or {}).items())  # fmt: skip
     parts += [
         f"Paired differences against `{run.baseline}` on the same questions (each method with "
         "its own correct / wrong answers; t intervals, AUROC by DeLong; **H**: excludes 0 after "
-        f"Holm over the evaluation's {run.comparison['n_comparisons']} comparisons).",
+        f"Holm over the evaluation's {run.comparison['n_comparisons']} comparisons).{own}",
         "",
         paired_table(run),
     ]

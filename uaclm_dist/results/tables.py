@@ -9,7 +9,8 @@ differences against the baseline, with unadjusted and Holm verdicts). From them:
   fewer than ``MIN_CLASS_COUNT`` answers.
 - :func:`ood_table`: per method, in-domain / OOD counts and the OOD AUROC of each score (positive
   class: an OOD prompt), the length-only baseline included.
-- :func:`paired_table`: each method minus the baseline on the same questions, with the Holm mark.
+- :func:`paired_table`: each method minus the baseline on the same questions, with the Holm mark
+  (a method compared with a baseline of its own, ``uaclm eval --baseline METHOD=NAME``, says so).
 - :func:`seeds_table`: the paired differences of several seeds side by side, and whether a
   difference holds (excludes 0, same sign) in every seed.
 """
@@ -141,12 +142,22 @@ def _diffs_by_method(run: EvalResults) -> dict[str, dict[str, Mapping[str, Any]]
     return by
 
 
+def _paired_label(run: EvalResults, method: str, diffs: Mapping[str, Mapping[str, Any]],
+                  suffix: str) -> str:  # fmt: skip
+    """The method's label, with ``- `its baseline` `` when that is not the run's baseline
+    (evaluations written before per-method baselines have none: the run's)."""
+    reference = next(iter(diffs.values())).get("baseline", run.baseline)
+    label = _label(method, suffix)
+    return label if reference == run.baseline else f"{label} - `{reference}`"
+
+
 def paired_table(run: EvalResults, suffix: str = "") -> str:
     """Each method minus the baseline (same questions, own labels): difference [95% CI], **H**
     when it excludes 0 after Holm over the comparison's ``n_comparisons``."""
     quantities = _quantities(run)
     headers = [f"method - `{run.baseline}`", *(h for _, h in quantities)]
-    rows = [[_label(method, suffix), *(_diff_cell(diffs[q]) for q, _ in quantities)]
+    rows = [[_paired_label(run, method, diffs, suffix),
+             *(_diff_cell(diffs[q]) for q, _ in quantities)]
             for method, diffs in _diffs_by_method(run).items()]  # fmt: skip
     return markdown_table(headers, rows)
 
@@ -173,8 +184,9 @@ def seeds_table(runs: Mapping[str, EvalResults]) -> str:
     headers = [f"method - `{first.baseline}`", "quantity", *(k.strip(" ()") for k in runs),
                "interval excludes 0 in every seed (unadjusted)"]  # fmt: skip
     rows = []
-    for method in _diffs_by_method(first):
+    for method, diffs in _diffs_by_method(first).items():
+        label = _paired_label(first, method, diffs, "")
         for quantity, header in _quantities(first):
             cells = [per_run[key][method][quantity] for key in runs]
-            rows.append([_label(method, ""), header, *map(_diff_cell, cells), _holds(cells)])
+            rows.append([label, header, *map(_diff_cell, cells), _holds(cells)])
     return markdown_table(headers, rows)

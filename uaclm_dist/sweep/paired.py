@@ -144,8 +144,8 @@ def _pair_rows(spec: SweepSpec, cell: Cell, base_cell: Cell, scores: Sequence[st
         frames, present, baseline="baseline", metrics=["auroc"], threshold=this.threshold,
         n_bootstrap=this.bootstrap_samples if n_bootstrap is None else n_bootstrap,
         seed=this.seed, alpha=alpha)  # fmt: skip
-    rows = comparison.diffs.drop(columns=["method", "p_holm", "verdict_holm", "interval",
-                                          "excludes_zero"]).to_dict(orient="records")  # fmt: skip
+    dropped = ["method", "baseline", "p_holm", "verdict_holm", "interval", "excludes_zero"]
+    rows = comparison.diffs.drop(columns=dropped).to_dict(orient="records")
     return [{**row, "n_examples": comparison.n_examples} for row in rows]
 
 
