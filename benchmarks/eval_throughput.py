@@ -20,16 +20,18 @@ second are images per second; the image goes into the prefill (shared by the gre
 the samples in the pipeline, re-encoded by each ``generate`` call in the loop).
 
     python benchmarks/eval_throughput.py [--prompts 48] [--samples 5] [--actors 2] [--vqa]
+                                         [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from quiet import MIN_REPEATS, alternating, machine_header, median, settle
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -93,6 +95,10 @@ def pipeline(cfg, rows) -> float:
     return seconds
 
 
+def _range(values: list[float]) -> str:
+    return f"[{min(values):.1f}, {max(values):.1f}]"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--prompts", type=int, default=48)
@@ -100,6 +106,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--actors", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=MIN_REPEATS,
+                   help=f"alternating repeats of both variants, medians reported (default "
+                   f"{MIN_REPEATS})")
     p.add_argument("--vqa", action="store_true",
                    help="the offline vision-language model on easy-VQA image questions")
     p.add_argument("--out", default=None,
@@ -112,21 +121,28 @@ def main(argv=None) -> int:
 
     cfg = _config(args)
     rows = pipeline_rows(prompt_rows(cfg, load_tokenizer_for(cfg.model))[: args.prompts])
-    seq_s = sequential(cfg, rows)
-    pipe_s = pipeline(cfg, rows)
+    before = settle()
+    seconds: dict[str, list[float]] = {"sequential": [], "pipeline": []}
+    for repeat, variant in alternating(list(seconds), args.repeats):
+        seconds[variant].append((sequential if variant == "sequential" else pipeline)(cfg, rows))
+        print(f"repeat {repeat} {variant}: {seconds[variant][-1]:.1f} s", flush=True)
+    after = settle()
+    seq_s, pipe_s = median(seconds["sequential"]), median(seconds["pipeline"])
     n = len(rows)
     what = ("offline VLM (SmolLM2-135M + MobileNetV2) fp32, {n} easy-VQA image prompts"
             if args.vqa else "SmolLM2-135M-Instruct fp32, {n} FanOutQA prompts").format(n=n)
     table = "\n".join([
         f"Evaluation throughput, {what}, greedy + "
         f"{args.samples} samples x {args.max_new_tokens} new tokens, clustering + scores; "
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs",
+        f"median seconds of {args.repeats} alternating repeats (range in brackets).",
+        machine_header(before, after),
         "",
         "| variant | seconds | answers scored / s | vs sequential |",
         "|---|---|---|---|",
-        f"| sequential loop (1 prompt at a time) | {seq_s:.1f} | {n / seq_s:.3f} | 1.00x |",
-        f"| Ray Data pipeline ({args.actors} actors, batch {args.batch_size}) | {pipe_s:.1f} | "
-        f"{n / pipe_s:.3f} | {seq_s / pipe_s:.2f}x |",
+        f"| sequential loop (1 prompt at a time) | {seq_s:.1f} {_range(seconds['sequential'])} | "
+        f"{n / seq_s:.3f} | 1.00x |",
+        f"| Ray Data pipeline ({args.actors} actors, batch {args.batch_size}) | {pipe_s:.1f} "
+        f"{_range(seconds['pipeline'])} | {n / pipe_s:.3f} | {seq_s / pipe_s:.2f}x |",
     ])  # fmt: skip
     print(table)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,6 +30,7 @@ import time
 from pathlib import Path
 
 import psutil
+from quiet import machine_header, settle
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny_test.yaml"
@@ -211,16 +210,13 @@ def main(argv=None) -> int:
     tr.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()  # fmt: skip
-    header = {"commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-              "load_before": os.getloadavg()}  # fmt: skip
+    before = settle()
     with tempfile.TemporaryDirectory(prefix="uaclm-load-") as tmp:
         if args.what == "eval":
             results = [eval_load(n, Path(tmp)) for n in args.prompts]
         else:
             results = [train_load(args.steps, Path(tmp))]
-    report = {**header, "load_after": os.getloadavg(), "results": results}
+    report = {"machine": machine_header(before, settle()), "results": results}
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -35,7 +35,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ import time
 from pathlib import Path
 
 import torch
+from quiet import machine_header, settle
 
 #: ``--objective``: the loss every variant computes (the peers: ``clm`` only).
 OBJECTIVE = "ua_clm"
@@ -264,21 +264,6 @@ def _rss_field_meminfo(field: str) -> int:
 SINGLE_PROCESS = ("dense", "fused", "two_pass", *PEERS)
 
 
-def _git(*args: str) -> str:
-    here = Path(__file__).parent
-    proc = subprocess.run(["git", *args], capture_output=True, text=True, check=False, cwd=here)
-    return proc.stdout.strip()
-
-
-def _machine_state() -> str:
-    load = os.getloadavg()
-    dirty = " + uncommitted changes" if _git("status", "--porcelain", "-uno") else ""
-    return (f"commit {_git('rev-parse', '--short', 'HEAD') or '?'}{dirty}; "
-            f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads); load average {load[0]:.2f} / {load[1]:.2f} "
-            f"(1 / 5 min)")  # fmt: skip
-
-
 def main(argv=None) -> int:
     global CHUNK_MIB, OBJECTIVE
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -311,11 +296,12 @@ def main(argv=None) -> int:
         return 0
 
     mib = 2**20
+    before = settle()
     lines = [
         f"Loss forward+backward ({args.objective}, frozen head, {args.dtype}), H={args.h}, "
         f"median of {args.repeats} alternating repeats after a warm-up; single-pass chunk "
-        f"{args.chunk_mib or 64:g} MiB.",
-        f"Before: {_machine_state()}.",
+        f"{args.chunk_mib or 64:g} MiB; torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads).",
         "",
         "| N | V | variant | inputs/rank (MiB) | peak above inputs (MiB) | vs dense | "
         "median time (s) | vs dense | loss |",
@@ -324,7 +310,7 @@ def main(argv=None) -> int:
     for n in args.n:
         for v in args.v:
             lines += _one_setting(args, n, v, mib)
-    lines += ["", f"After: {_machine_state()}."]
+    lines += ["", machine_header(before, settle())]
     table = "\n".join(lines)
     print(table)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ memory is each training process's peak RSS (the Trainer's process; the busiest R
 The ratio ``uaclm_1 / hf_trainer`` (same cores, one process each) is the cost (or gain) of our
 orchestration on one worker.
 
-    python benchmarks/train_throughput.py                  # 40 steps each
+    python benchmarks/train_throughput.py                  # 40 steps each, 5 alternating repeats
     python benchmarks/train_throughput.py --steps 20 --warmup 5
     python benchmarks/train_throughput.py --runs uaclm_1          # one of the three
 """
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -39,10 +38,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from quiet import MIN_REPEATS, alternating, commit_state, machine_header, median, settle
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "demo.yaml"
-COMMON = ["objective.name=clm", "optim.micro_batch_size=4", "logging.probe_examples=0",
-          "logging.wandb_mode=disabled"]  # fmt: skip
+# loss on every token: the Trainer's dense loss covers every position too, so neither skips work
+COMMON = ["objective.name=clm", "data.loss_on=all", "optim.micro_batch_size=4",
+          "logging.probe_examples=0", "logging.wandb_mode=disabled"]  # fmt: skip
 GLOBAL_BATCH = 8
 RUNS = ("uaclm_1", "uaclm_2", "hf_trainer")
 
@@ -118,10 +120,37 @@ def uaclm_run(workers: int, steps: int, warmup: int, out: Path) -> dict:
             "steps_window": tp["steps"]}  # fmt: skip
 
 
+def _one(name: str, args: argparse.Namespace, tmp: Path) -> dict:
+    """One run of ``name`` (``uaclm_1``, ``uaclm_2`` or ``hf_trainer``)."""
+    if name == "hf_trainer":
+        # in a child process: the Trainer's threads and peak RSS must not mix with this one's
+        proc = subprocess.run([sys.executable, __file__, "--hf-child", "--steps",
+                               str(args.steps), "--warmup", str(args.warmup)], cwd=REPO,
+                              capture_output=True, text=True)  # fmt: skip
+        if proc.returncode != 0:
+            sys.exit(f"the Hugging Face Trainer run failed (exit {proc.returncode}):\n"
+                     f"{proc.stderr[-4000:]}")
+        return {**json.loads(proc.stdout.strip().splitlines()[-1]), "cpus": os.cpu_count()}
+    workers = int(name.removeprefix("uaclm_"))
+    return {**uaclm_run(workers, args.steps, args.warmup, tmp),
+            "cpus": workers * cpus_per_worker(workers)}  # fmt: skip
+
+
+def _medians(runs: list[dict]) -> dict:
+    return {"tokens_per_s": median([r["tokens_per_s"] for r in runs]),
+            "tokens_per_s_range": [min(r["tokens_per_s"] for r in runs),
+                                   max(r["tokens_per_s"] for r in runs)],
+            "step_seconds": median([r["step_seconds"] for r in runs]),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs), "cpus": runs[0]["cpus"],
+            "repeats": len(runs)}  # fmt: skip
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=MIN_REPEATS,
+                   help=f"alternating repeats per run, medians reported (default {MIN_REPEATS})")
     p.add_argument("--out", default=".bench/train_throughput.json")
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS),
                    help="which runs (default: all three)")
@@ -130,39 +159,31 @@ def main(argv=None) -> int:
     if args.hf_child:
         print(json.dumps(hf_trainer_run(args.steps, args.warmup)))
         return 0
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()  # fmt: skip
-    results = {}
+    before = settle()
+    per_run: dict[str, list[dict]] = {name: [] for name in args.runs}
     with tempfile.TemporaryDirectory(prefix="uaclm-tp-") as tmp:
-        for workers in (1, 2):
-            if f"uaclm_{workers}" in args.runs:
-                results[f"uaclm_{workers}"] = {
-                    **uaclm_run(workers, args.steps, args.warmup, Path(tmp) / f"w{workers}"),
-                    "cpus": workers * cpus_per_worker(workers)}  # fmt: skip
-    if "hf_trainer" in args.runs:
-        # in a child process: the Trainer's threads and peak RSS must not mix with this one's
-        proc = subprocess.run([sys.executable, __file__, "--hf-child", "--steps",
-                               str(args.steps), "--warmup", str(args.warmup)], cwd=REPO,
-                              capture_output=True, text=True)  # fmt: skip
-        if proc.returncode != 0:
-            sys.exit(f"the Hugging Face Trainer run failed (exit {proc.returncode}):\n"
-                     f"{proc.stderr[-4000:]}")
-        results["hf_trainer"] = {**json.loads(proc.stdout.strip().splitlines()[-1]),
-                                 "cpus": os.cpu_count()}  # fmt: skip
+        for repeat, name in alternating(args.runs, args.repeats):
+            result = _one(name, args, Path(tmp) / f"{name}-{repeat}")
+            print(f"repeat {repeat} {name}: {result['tokens_per_s']:.1f} tokens/s", flush=True)
+            per_run[name].append(result)
+    after = settle()
+    results = {name: _medians(runs) for name, runs in per_run.items()}
     base = results.get("hf_trainer", {}).get("tokens_per_s")
-    lines = [f"commit {commit}, {platform.machine()} {os.cpu_count()} CPUs, {args.steps} steps "
-             f"({args.warmup} warm-up), global batch {GLOBAL_BATCH}", "",
+    lines = [f"{args.steps} steps ({args.warmup} warm-up), global batch {GLOBAL_BATCH}, median of "
+             f"{args.repeats} alternating repeats (tokens/s range in brackets).",
+             machine_header(before, after), "",
              "| run | CPUs | tokens/s | s/step | peak RSS MiB | tokens/s vs HF Trainer |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for name, r in results.items():
         ratio = f"{r['tokens_per_s'] / base:.2f}x" if base else ""
-        lines.append(f"| {name} | {r['cpus']} | {r['tokens_per_s']:.1f} | "
+        low, high = r["tokens_per_s_range"]
+        lines.append(f"| {name} | {r['cpus']} | {r['tokens_per_s']:.1f} [{low:.1f}, {high:.1f}] | "
                      f"{r['step_seconds']:.2f} | {r['peak_rss_mib']:.0f} | {ratio} |")
     text = "\n".join(lines)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"commit": commit, "results": results,
-                                          "table": text}, indent=2) + "\n")  # fmt: skip
+    record = {"commit": commit_state(), "results": results, "repeats": per_run, "table": text}
+    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
 
