@@ -60,3 +60,24 @@ def test_a_machine_that_stays_busy_is_said_to_be_busy(clock):
     assert "NOT a quiet machine: the timings are not comparable" in header
     assert "NOT a quiet machine" not in quiet.machine_header(quiet.LoadReading(0.1, 0),
                                                              quiet.LoadReading(0.29, 60))
+
+
+def test_profile_buckets_take_the_first_matching_rule_and_only_the_training_thread():
+    import train_profile
+
+    raw = "\n".join([
+        "run (a.py:1);train_step (/r/uaclm_dist/train/worker.py:9);backward (deepspeed/runtime/"
+        "engine.py:3);backward (/r/uaclm_dist/losses/fused.py:5) 7",
+        "run (a.py:1);train_step (/r/uaclm_dist/train/worker.py:9);backward (torch/_tensor.py:1) 5",
+        "run (a.py:1);train_step (/r/uaclm_dist/train/worker.py:9);step (/v/deepspeed/runtime/"
+        "engine.py:2) 3",
+        "run (a.py:1);train_step (/r/uaclm_dist/train/worker.py:9);forward (/v/transformers/"
+        "models/llama/modeling_llama.py:4) 2",
+        "run (a.py:1);train_step (/r/uaclm_dist/train/worker.py:9);sleep (x.py:1) 1",
+        "heartbeat (/v/ray/_private/worker.py:1) 11",
+    ])
+    counts = train_profile.buckets_of(raw, train_profile.TRAINING_THREAD["uaclm_1"])
+    assert counts == {"loss": 7, "backward": 5, "optimizer step": 3, "model forward": 2,
+                      "other": 1}
+    text = train_profile.table({"uaclm_1": {"buckets": counts, "step_seconds": 3.6}})
+    assert "| loss | 38.9% | 1.40 |" in text and "| all | 100.0% | 3.60 |" in text
