@@ -35,13 +35,13 @@ import psutil
 from quiet import commit_state, machine_header, settle
 from train_throughput import COMMON, CONFIG, GLOBAL_BATCH, REPO, cpus_per_worker
 
-#: (bucket, regex over one frame "function (file:line)"); the first bucket matching any frame of
-#: a sample's stack takes it
+#: (bucket, regex over one frame "[Class.]function (file:line)", py-spy's form); the first
+#: bucket matching any frame of a sample's stack takes it
 BUCKETS: tuple[tuple[str, str], ...] = (
     ("loss", r"uaclm_dist/losses/|loss_utils\.py|cross_entropy"),
-    ("optimizer step", r"^(step|_take_model_step) \(.*deepspeed/|torch/optim/|"
+    ("optimizer step", r"^(\w+\.)?(step|_take_model_step) \(.*deepspeed/|torch/optim/|"
                        r"accelerate/optimizer\.py|lr_scheduler"),
-    ("backward", r"^backward \("),
+    ("backward", r"^(\w+\.)?backward \("),
     ("model forward", r"transformers/models/|peft/|bitsandbytes/|torch/nn/modules/"),
     ("data", r"collate|batch_to|split_batch|step_micro_batches|torch/utils/data|_prepare_input"),
     ("our per-step statistics", r"step_metrics\.py|read_metrics|flops\.py|metrics_sink|"
@@ -50,8 +50,8 @@ BUCKETS: tuple[tuple[str, str], ...] = (
     ("Ray", r"/ray/"),
 )
 #: a frame every sample of the training thread has (the other threads' samples are dropped)
-TRAINING_THREAD = {"uaclm_1": r"^train_step \(.*uaclm_dist/train/worker\.py",
-                   "hf_trainer": r"^_inner_training_loop \(.*transformers/trainer\.py"}
+TRAINING_THREAD = {"uaclm_1": r"^(\w+\.)?train_step \(.*uaclm_dist/train/worker\.py",
+                   "hf_trainer": r"^(\w+\.)?_inner_training_loop \(.*transformers/trainer\.py"}
 
 
 def buckets_of(raw: str, marker: str) -> collections.Counter:
@@ -107,7 +107,7 @@ def profile_one(name: str, args: argparse.Namespace, tmp: Path) -> dict:
                             stderr=log, text=True)  # fmt: skip
     target = _training_process(psutil.Process(proc.pid), name)
     time.sleep(max(0.0, args.delay - (time.monotonic() - started)))
-    raw = tmp / f"{name}.raw"
+    raw = args.raw_dir / f"train_profile_{name}.raw"
     subprocess.run([py_spy, "record", "--pid", str(target.pid), "--duration", str(args.duration),
                     "--rate", str(args.rate), "--format", "raw", "--idle", "--nonblocking",
                     "--output", str(raw)], check=True, capture_output=True)  # fmt: skip
@@ -118,8 +118,11 @@ def profile_one(name: str, args: argparse.Namespace, tmp: Path) -> dict:
         step_seconds = json.loads(stdout.strip().splitlines()[-1])["step_seconds"]
     else:
         step_seconds = json.loads((out / "summary.json").read_text())["throughput"]["step_seconds"]
-    return {"buckets": buckets_of(raw.read_text(), TRAINING_THREAD[name]),
-            "step_seconds": step_seconds}  # fmt: skip
+    buckets = buckets_of(raw.read_text(), TRAINING_THREAD[name])
+    if not buckets:
+        sys.exit(f"{name}: no sample of the training thread (no frame matches "
+                 f"{TRAINING_THREAD[name]!r}); py-spy's samples are in {raw}")
+    return {"buckets": buckets, "step_seconds": step_seconds}
 
 
 def table(results: dict[str, dict]) -> str:
@@ -149,6 +152,8 @@ def main(argv=None) -> int:
                    choices=["uaclm_1", "hf_trainer"])
     p.add_argument("--out", default=".bench/train_profile.md")
     args = p.parse_args(argv)
+    args.raw_dir = Path(args.out).parent  # py-spy's raw samples are kept beside the table
+    args.raw_dir.mkdir(parents=True, exist_ok=True)
     before = settle()
     with tempfile.TemporaryDirectory(prefix="uaclm-profile-") as tmp:
         results = {name: profile_one(name, args, Path(tmp)) for name in args.runs}

@@ -66,11 +66,11 @@ def test_profile_buckets_take_the_first_matching_rule_and_only_the_training_thre
     import train_profile
 
     raw = "\n".join([
-        "run (a.py:1);train_step (/r/uaclm_dist/train/worker.py:9);backward (deepspeed/runtime/"
-        "engine.py:3);backward (/r/uaclm_dist/losses/fused.py:5) 7",
+        "run (a.py:1);Rank.train_step (/r/uaclm_dist/train/worker.py:9);DeepSpeedEngine.backward "
+        "(deepspeed/runtime/engine.py:3);Fn.backward (/r/uaclm_dist/losses/fused.py:5) 7",
         "run (a.py:1);train_step (/r/uaclm_dist/train/worker.py:9);backward (torch/_tensor.py:1) 5",
-        "run (a.py:1);train_step (/r/uaclm_dist/train/worker.py:9);step (/v/deepspeed/runtime/"
-        "engine.py:2) 3",
+        "run (a.py:1);train_step (/r/uaclm_dist/train/worker.py:9);DeepSpeedEngine.step (/v/"
+        "deepspeed/runtime/engine.py:2) 3",
         "run (a.py:1);train_step (/r/uaclm_dist/train/worker.py:9);forward (/v/transformers/"
         "models/llama/modeling_llama.py:4) 2",
         "run (a.py:1);train_step (/r/uaclm_dist/train/worker.py:9);sleep (x.py:1) 1",
