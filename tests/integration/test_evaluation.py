@@ -46,10 +46,25 @@ def uaclm_eval(out: Path, *overrides: str, env: dict | None = None) -> subproces
     )  # fmt: skip
 
 
-def generation_actors() -> list[int]:
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether ``ancestor`` is among the parents of process ``pid`` (from /proc)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state: ppid
+    return False
+
+
+def generation_actors(under: int) -> list[int]:
+    """The generation actors of the command ``under`` (another evaluation on the machine, a
+    benchmark say, has its own)."""
     found = subprocess.run(["pgrep", "-f", r"MapBatches\(GenerationStage\)"], capture_output=True,
                            text=True).stdout.split()  # fmt: skip
-    return [int(p) for p in found]
+    return [int(p) for p in found if _descends_from(int(p), under)]
 
 
 def sigterm_once_generation_starts(out: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -61,7 +76,7 @@ def sigterm_once_generation_starts(out: Path, *overrides: str) -> subprocess.Com
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.time() + 600
-    while proc.poll() is None and not generation_actors() and time.time() < deadline:
+    while proc.poll() is None and not generation_actors(proc.pid) and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=600)
